@@ -1,0 +1,210 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Separator joins the messages packed into one frame.
+const Separator = '\n'
+
+// Decoding errors. A DecodeError carries one of these and, when it could be
+// read, the request's ref so the reply can name it.
+var (
+	ErrMalformed   = errors.New("protocol: malformed message")
+	ErrMissingType = errors.New("protocol: missing type")
+	ErrMissingRef  = errors.New("protocol: missing ref")
+	ErrUnknownType = errors.New("protocol: unknown type")
+)
+
+// DecodeError is a message that could not be turned into a Request.
+type DecodeError struct {
+	Ref    string // the message's ref, when one could be read
+	Err    error  // one of the sentinels above
+	Detail string // human-readable specifics
+}
+
+func (e *DecodeError) Error() string { return e.Err.Error() + ": " + e.Detail }
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// Lines calls fn with each message of a frame: the non-blank lines between
+// separators, surrounding whitespace trimmed. The slices alias frame.
+func Lines(frame []byte, fn func(line []byte)) {
+	for len(frame) > 0 {
+		i := bytes.IndexByte(frame, Separator)
+		var line []byte
+		if i < 0 {
+			line, frame = frame, nil
+		} else {
+			line, frame = frame[:i], frame[i+1:]
+		}
+		if line = bytes.TrimSpace(line); len(line) > 0 {
+			fn(line)
+		}
+	}
+}
+
+var requestTypes = map[string]bool{
+	TypeConnect: true, TypeRefresh: true, TypePing: true,
+	TypeSubscribe: true, TypeUnsubscribe: true, TypePublish: true,
+	TypeTrack: true, TypeUntrack: true, TypeMembers: true, TypeHistory: true,
+}
+
+// DecodeRequest parses one client message. It checks the envelope (a JSON
+// object with a known type and a non-empty ref), not the fields of the type.
+func DecodeRequest(line []byte) (Request, error) {
+	var r Request
+	if !utf8.Valid(line) {
+		return r, &DecodeError{Err: ErrMalformed, Detail: "not UTF-8"}
+	}
+	if err := json.Unmarshal(line, &r); err != nil {
+		de := &DecodeError{Err: ErrMalformed, Detail: jsonDetail(err)}
+		// Salvage the ref so the client can match the error to its request.
+		var env struct {
+			Ref string `json:"ref"`
+		}
+		if json.Unmarshal(line, &env) == nil {
+			de.Ref = env.Ref
+		}
+		return Request{}, de
+	}
+	switch {
+	case r.Type == "":
+		return r, &DecodeError{Ref: r.Ref, Err: ErrMissingType, Detail: "every message needs a type"}
+	case !requestTypes[r.Type]:
+		return r, &DecodeError{Ref: r.Ref, Err: ErrUnknownType, Detail: fmt.Sprintf("%q is not a request type", truncate(r.Type, 64))}
+	case r.Ref == "":
+		return r, &DecodeError{Err: ErrMissingRef, Detail: "every request needs a non-empty ref"}
+	case len(r.Ref) > 64:
+		return r, &DecodeError{Err: ErrMalformed, Detail: "ref longer than 64 bytes"}
+	}
+	return r, nil
+}
+
+func jsonDetail(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at byte %d", se.Offset)
+	case errors.As(err, &te):
+		if te.Field != "" {
+			return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type, te.Value)
+		}
+		return "a message must be a JSON object, not " + te.Value
+	}
+	return "invalid JSON"
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// AppendEvent appends the wire form of e to dst. It is the hot-path encoder
+// (one call per message per node), so it writes the JSON by hand: Topic,
+// Event and Epoch are validated names needing no escaping, Data and Old must
+// already be valid JSON, and Type is always "event".
+func AppendEvent(dst []byte, e *Event) []byte {
+	dst = append(dst, `{"type":"event","topic":"`...)
+	dst = append(dst, e.Topic...)
+	dst = append(dst, `","event":"`...)
+	dst = append(dst, e.Event...)
+	dst = append(dst, `","epoch":"`...)
+	dst = append(dst, e.Epoch...)
+	dst = append(dst, `","seq":`...)
+	dst = strconv.AppendUint(dst, e.Seq, 10)
+	dst = append(dst, `,"ts":`...)
+	dst = strconv.AppendInt(dst, e.TS, 10)
+	if e.From != "" {
+		dst = append(dst, `,"from":`...)
+		dst = AppendString(dst, e.From)
+	}
+	if len(e.Data) > 0 {
+		dst = append(dst, `,"data":`...)
+		dst = append(dst, e.Data...)
+	}
+	if len(e.Old) > 0 {
+		dst = append(dst, `,"old":`...)
+		dst = append(dst, e.Old...)
+	}
+	return append(dst, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendString appends s as a JSON string, escaping what JSON requires and
+// replacing invalid UTF-8 with U+FFFD, as encoding/json does.
+func AppendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// EncodeReply returns the wire form of an ok reply carrying data, which is
+// marshalled with encoding/json (nil means no data).
+func EncodeReply(ref string, data any) []byte {
+	r := Reply{Type: TypeReply, Ref: ref, OK: true}
+	if data != nil {
+		raw, err := json.Marshal(data)
+		if err != nil {
+			return EncodeError(ref, CodeInternal, "encoding reply: "+err.Error())
+		}
+		r.Data = raw
+	}
+	b, _ := json.Marshal(&r) // cannot fail: every field is marshallable
+	return b
+}
+
+// EncodeError returns the wire form of a failed reply.
+func EncodeError(ref, code, message string) []byte {
+	b, _ := json.Marshal(&Reply{Type: TypeReply, Ref: ref, Error: &Error{Code: code, Message: message}})
+	return b
+}
+
+// EncodeDisconnect returns the wire form of a disconnect message.
+func EncodeDisconnect(code int, reason string) []byte {
+	b, _ := json.Marshal(&Disconnect{Type: TypeDisconnect, Code: code, Reason: reason, Reconnect: Reconnects(code)})
+	return b
+}

@@ -1,0 +1,167 @@
+// Package protocol holds Updraft's wire contract, version 1: the messages a
+// client and a gateway exchange over one WebSocket, their codec, and the
+// topic, event-name and permission-pattern grammar. It imports nothing of
+// Updraft's own, so the gateway and every Go client share one definition.
+//
+// docs/protocol.md describes the same contract in prose.
+package protocol
+
+import "encoding/json"
+
+// Subprotocol is the WebSocket subprotocol a v1 client offers and the server
+// selects. A client that offers none is treated as v1.
+const Subprotocol = "updraft.v1"
+
+// Message types. The first group travels from client to server and always
+// carries a ref; the second travels from server to client.
+const (
+	TypeConnect     = "connect"
+	TypeRefresh     = "refresh"
+	TypePing        = "ping"
+	TypeSubscribe   = "subscribe"
+	TypeUnsubscribe = "unsubscribe"
+	TypePublish     = "publish"
+	TypeTrack       = "track"
+	TypeUntrack     = "untrack"
+	TypeMembers     = "members"
+	TypeHistory     = "history"
+
+	TypeReply      = "reply"
+	TypeEvent      = "event"
+	TypePresence   = "presence"
+	TypeDisconnect = "disconnect"
+)
+
+// Error codes carried by a failed reply and by HTTP API errors.
+const (
+	CodeBadRequest   = "bad_request"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeNotFound     = "not_found"
+	CodeTooLarge     = "too_large"
+	CodeRateLimited  = "rate_limited"
+	CodeUnavailable  = "unavailable"
+	CodeInternal     = "internal"
+)
+
+// WebSocket close codes the server uses. 1000, 1001, 1003, 1009 and 1012
+// are the standard ones; the 4000 range is Updraft's own.
+const (
+	CloseNormal          = 1000
+	CloseGoingAway       = 1001
+	CloseUnsupportedData = 1003
+	CloseTooBig          = 1009
+	CloseDraining        = 1012
+	CloseProtocol        = 4000
+	CloseUnauthorized    = 4001
+	CloseForbidden       = 4003
+	CloseSlowConsumer    = 4008
+	CloseRateLimited     = 4029
+)
+
+// Position is a message's place in its topic: the epoch names the topic's
+// current history stream, seq counts from 1 within it.
+type Position struct {
+	Epoch string `json:"epoch"`
+	Seq   uint64 `json:"seq"`
+}
+
+// Request is any client-to-server message. Each type uses a subset of the
+// fields; the rest stay zero.
+type Request struct {
+	Type string `json:"type"`
+	Ref  string `json:"ref"`
+
+	// connect, refresh
+	Token string `json:"token,omitempty"`
+	SDK   string `json:"sdk,omitempty"`
+
+	// subscribe, unsubscribe, publish, track, untrack, members, history
+	Topic string `json:"topic,omitempty"`
+
+	// subscribe
+	Filter   string    `json:"filter,omitempty"`
+	Since    *Position `json:"since,omitempty"`
+	Rewind   int       `json:"rewind,omitempty"`
+	Presence bool      `json:"presence,omitempty"`
+
+	// publish
+	Event   string          `json:"event,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Persist bool            `json:"persist,omitempty"`
+
+	// track
+	State json.RawMessage `json:"state,omitempty"`
+
+	// history
+	Before uint64 `json:"before,omitempty"`
+	Limit  int    `json:"limit,omitempty"`
+}
+
+// Reply answers exactly one request, matched by Ref.
+type Reply struct {
+	Type  string          `json:"type"`
+	Ref   string          `json:"ref,omitempty"`
+	OK    bool            `json:"ok"`
+	Data  json.RawMessage `json:"data,omitempty"`
+	Error *Error          `json:"error,omitempty"`
+}
+
+// Error is the error object of a failed reply or HTTP API call.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Event is a message published on a topic, as delivered to subscribers.
+type Event struct {
+	Type  string          `json:"type"`
+	Topic string          `json:"topic"`
+	Event string          `json:"event"`
+	Epoch string          `json:"epoch"`
+	Seq   uint64          `json:"seq"`
+	TS    int64           `json:"ts"`
+	From  string          `json:"from,omitempty"`
+	Data  json.RawMessage `json:"data,omitempty"`
+	Old   json.RawMessage `json:"old,omitempty"`
+}
+
+// Position returns the event's position.
+func (e *Event) Position() Position { return Position{Epoch: e.Epoch, Seq: e.Seq} }
+
+// Disconnect is the last message before a server-initiated close.
+type Disconnect struct {
+	Type      string `json:"type"`
+	Code      int    `json:"code"`
+	Reason    string `json:"reason"`
+	Reconnect bool   `json:"reconnect"`
+}
+
+// ConnectResult is the data of a successful connect reply.
+type ConnectResult struct {
+	Session    string `json:"session"`
+	Node       string `json:"node"`
+	Heartbeat  int    `json:"heartbeat"`
+	MaxMessage int    `json:"max_message"`
+}
+
+// SubscribeResult is the data of a successful subscribe reply. Seq is the
+// topic's latest position when the subscription became active.
+type SubscribeResult struct {
+	Epoch     string `json:"epoch"`
+	Seq       uint64 `json:"seq"`
+	Recovered bool   `json:"recovered"`
+}
+
+// Reconnects reports whether a client may reconnect as it is after the
+// server closed with code. After 4001 it may reconnect only with a new token,
+// so the answer for 4001 is false.
+func Reconnects(code int) bool {
+	switch code {
+	case CloseProtocol, CloseUnauthorized, CloseForbidden, CloseUnsupportedData:
+		return false
+	}
+	return true
+}
