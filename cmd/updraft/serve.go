@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/gateway"
+)
+
+// serveConfig is `updraft serve`'s configuration, read from UPDRAFT_*
+// environment variables. README.md documents every one; keep them in step.
+type serveConfig struct {
+	Addr             string        `envconfig:"ADDR" default:":8080"`
+	NodeID           string        `envconfig:"NODE_ID"`
+	RedisURL         string        `envconfig:"REDIS_URL"`
+	JWTSecret        string        `envconfig:"JWT_SECRET"`
+	APIKey           string        `envconfig:"API_KEY"`
+	AllowAnonymous   bool          `envconfig:"ALLOW_ANONYMOUS" default:"false"`
+	AllowedOrigins   []string      `envconfig:"ALLOWED_ORIGINS"`
+	HistorySize      int           `envconfig:"HISTORY_SIZE" default:"1000"`
+	HistoryTTL       time.Duration `envconfig:"HISTORY_TTL" default:"24h"`
+	MaxMessage       int           `envconfig:"MAX_MESSAGE" default:"65536"`
+	ClientRate       float64       `envconfig:"CLIENT_RATE" default:"100"`
+	MaxSubscriptions int           `envconfig:"MAX_SUBSCRIPTIONS" default:"256"`
+	SendQueue        int           `envconfig:"SEND_QUEUE" default:"1024"`
+	Heartbeat        time.Duration `envconfig:"HEARTBEAT" default:"25s"`
+	DrainTimeout     time.Duration `envconfig:"DRAIN_TIMEOUT" default:"15s"`
+	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info"`
+}
+
+// loadServeConfig reads and validates the environment. Every error names
+// the variable at fault.
+func loadServeConfig() (serveConfig, error) {
+	var c serveConfig
+	if err := envconfig.Process("UPDRAFT", &c); err != nil {
+		return c, err
+	}
+	positive := []struct {
+		name string
+		ok   bool
+	}{
+		{"UPDRAFT_HISTORY_SIZE", c.HistorySize > 0},
+		{"UPDRAFT_HISTORY_TTL", c.HistoryTTL > 0},
+		{"UPDRAFT_MAX_MESSAGE", c.MaxMessage > 0},
+		{"UPDRAFT_CLIENT_RATE", c.ClientRate > 0},
+		{"UPDRAFT_MAX_SUBSCRIPTIONS", c.MaxSubscriptions > 0},
+		{"UPDRAFT_SEND_QUEUE", c.SendQueue > 0},
+		{"UPDRAFT_HEARTBEAT", c.Heartbeat >= time.Second},
+		{"UPDRAFT_DRAIN_TIMEOUT", c.DrainTimeout > 0},
+	}
+	for _, p := range positive {
+		if !p.ok {
+			return c, fmt.Errorf("%s must be positive (UPDRAFT_HEARTBEAT at least 1s)", p.name)
+		}
+	}
+	if c.MaxMessage < 1024 || c.MaxMessage > 16<<20 {
+		return c, fmt.Errorf("UPDRAFT_MAX_MESSAGE must be between 1024 and 16777216 bytes, not %d", c.MaxMessage)
+	}
+	if c.JWTSecret == "" && !c.AllowAnonymous {
+		return c, errors.New("UPDRAFT_JWT_SECRET is empty and UPDRAFT_ALLOW_ANONYMOUS is false: no client could connect; set a JWT secret, or UPDRAFT_ALLOW_ANONYMOUS=true for development")
+	}
+	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
+		return c, fmt.Errorf("UPDRAFT_LOG_LEVEL: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	for _, o := range c.AllowedOrigins {
+		if o != "*" && !strings.Contains(o, "://") {
+			return c, fmt.Errorf("UPDRAFT_ALLOWED_ORIGINS: %q is not an origin like https://app.example.com (or *)", o)
+		}
+	}
+	if c.NodeID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "updraft"
+		}
+		c.NodeID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	return c, nil
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.Sampling = nil
+	return zc.Build()
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: updraft serve\n\nRuns a gateway node configured by UPDRAFT_* environment variables (see README.md).\nWithout UPDRAFT_REDIS_URL it runs single-node with everything in memory.")
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadServeConfig()
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	log = log.With(zap.String("node", cfg.NodeID))
+
+	reg := prometheus.NewRegistry()
+	var gw *gateway.Server
+	deliver := func(m broker.Message) { gw.Deliver(m) }
+	retention := broker.Retention{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}
+	var b broker.Broker
+	mode := "embedded (single node, in memory)"
+	if cfg.RedisURL == "" {
+		b = broker.NewMemory(broker.MemoryConfig{Retention: retention, Handler: deliver})
+	} else {
+		mode = "cluster (Redis)"
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		rb, err := broker.NewRedis(rctx, broker.RedisConfig{
+			URL: cfg.RedisURL, Retention: retention, Handler: deliver, Logger: log.Named("broker"),
+			OnError: func(err error) { gw.RedisError(err) },
+		})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("UPDRAFT_REDIS_URL: %w", err)
+		}
+		b = rb
+	}
+	defer b.Close()
+
+	gw, err = gateway.New(gateway.Config{
+		NodeID:           cfg.NodeID,
+		Broker:           b,
+		JWTSecret:        []byte(cfg.JWTSecret),
+		AllowAnonymous:   cfg.AllowAnonymous,
+		APIKey:           cfg.APIKey,
+		AllowedOrigins:   cfg.AllowedOrigins,
+		MaxMessage:       cfg.MaxMessage,
+		ClientRate:       cfg.ClientRate,
+		MaxSubscriptions: cfg.MaxSubscriptions,
+		SendQueue:        cfg.SendQueue,
+		Heartbeat:        cfg.Heartbeat,
+		DrainTimeout:     cfg.DrainTimeout,
+		Logger:           log.Named("gateway"),
+		Registry:         reg,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("UPDRAFT_ADDR: %w", err)
+	}
+	log.Info("serving", zap.String("addr", ln.Addr().String()), zap.String("mode", mode),
+		zap.Bool("anonymous", cfg.AllowAnonymous), zap.Bool("http_api", cfg.APIKey != ""))
+	if cfg.AllowAnonymous {
+		log.Warn("anonymous access is on: any client may subscribe and publish to anything (development only)")
+	}
+	return gw.Serve(ctx, ln)
+}

@@ -1,0 +1,202 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/protocol"
+)
+
+// maxBatch is the most messages one POST /api/v1/emit/batch may carry.
+const maxBatch = 1000
+
+// emitRequest is the body of POST /api/v1/emit and one item of a batch.
+type emitRequest struct {
+	Topic   string          `json:"topic"`
+	Event   string          `json:"event"`
+	Data    json.RawMessage `json:"data"`
+	Persist bool            `json:"persist"`
+}
+
+// apiError is an HTTP API failure: its status and wire error.
+type apiError struct {
+	status int
+	protocol.Error
+}
+
+func newAPIError(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, Error: protocol.Error{Code: code, Message: fmt.Sprintf(format, args...)}}
+}
+
+func (s *Server) serveEmit(w http.ResponseWriter, r *http.Request) {
+	if !s.authorizeAPI(w, r) {
+		return
+	}
+	var req emitRequest
+	if !s.decodeBody(w, r, int64(s.cfg.MaxMessage), &req) {
+		return
+	}
+	pos, aerr := s.emit(r.Context(), &req)
+	if aerr != nil {
+		writeError(w, aerr.status, aerr.Code, aerr.Message)
+		return
+	}
+	writeJSON(w, http.StatusOK, pos)
+}
+
+func (s *Server) serveEmitBatch(w http.ResponseWriter, r *http.Request) {
+	if !s.authorizeAPI(w, r) {
+		return
+	}
+	var req struct {
+		Messages []emitRequest `json:"messages"`
+	}
+	if !s.decodeBody(w, r, int64(s.cfg.MaxMessage)*16, &req) {
+		return
+	}
+	if len(req.Messages) > maxBatch {
+		writeError(w, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge,
+			fmt.Sprintf("a batch holds at most %d messages, this one has %d", maxBatch, len(req.Messages)))
+		return
+	}
+	type result struct {
+		*protocol.Position
+		Error *protocol.Error `json:"error,omitempty"`
+	}
+	results := make([]result, len(req.Messages))
+	for i := range req.Messages {
+		pos, aerr := s.emit(r.Context(), &req.Messages[i])
+		if aerr != nil {
+			results[i].Error = &aerr.Error
+			continue
+		}
+		results[i].Position = &pos
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"results": results})
+}
+
+// emit validates and publishes one HTTP API message.
+func (s *Server) emit(ctx context.Context, req *emitRequest) (protocol.Position, *apiError) {
+	if err := protocol.ValidatePublish(req.Topic, req.Event); err != nil {
+		if errors.Is(err, protocol.ErrTableTopic) {
+			return protocol.Position{}, newAPIError(http.StatusForbidden, protocol.CodeForbidden, "%v", err)
+		}
+		return protocol.Position{}, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
+	}
+	if req.Persist {
+		return protocol.Position{}, newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "durable history is not available in this version of the server")
+	}
+	data := req.Data
+	if len(data) > 0 {
+		// Events travel in newline-separated frames: compact pretty-printed
+		// JSON so that it holds no raw newline.
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, data); err != nil {
+			return protocol.Position{}, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "data is not valid JSON: %v", err)
+		}
+		data = buf.Bytes()
+	}
+	ctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	pos, err := s.cfg.Broker.Publish(ctx, req.Topic, broker.Publication{Event: req.Event, Data: data})
+	if err != nil {
+		if unavailable(err) {
+			return protocol.Position{}, newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "the message store is unreachable, try again")
+		}
+		return protocol.Position{}, newAPIError(http.StatusInternalServerError, protocol.CodeInternal, "publish failed")
+	}
+	s.metrics.messagesInHTTP.Inc()
+	return protocol.Position{Epoch: pos.Epoch, Seq: pos.Seq}, nil
+}
+
+// authorizeAPI checks the bearer API key, answering 401 when it is wrong.
+func (s *Server) authorizeAPI(w http.ResponseWriter, r *http.Request) bool {
+	if s.cfg.APIKey == "" {
+		writeError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, "the HTTP API is disabled: set UPDRAFT_API_KEY on the server")
+		return false
+	}
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		writeError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, "missing API key: send Authorization: Bearer <key>")
+		return false
+	}
+	if subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) != 1 {
+		writeError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, "wrong API key")
+		return false
+	}
+	return true
+}
+
+// decodeBody reads a JSON body of at most limit bytes into v, answering
+// 400 or 413 when it cannot.
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, "body larger than "+strconv.FormatInt(limit, 10)+" bytes")
+			return false
+		}
+		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "body is not the expected JSON: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "body holds more than one JSON value")
+		return false
+	}
+	return true
+}
+
+func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
+	if !s.authorizeAPI(w, r) {
+		return
+	}
+	q := r.URL.Query()
+	topic := q.Get("topic")
+	if err := protocol.ValidateTopic(topic); err != nil {
+		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
+		return
+	}
+	var before uint64
+	var limit int
+	var err error
+	if v := q.Get("before"); v != "" {
+		if before, err = strconv.ParseUint(v, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "before must be a non-negative integer")
+			return
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 0 {
+			writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "limit must be a non-negative integer")
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), brokerTimeout)
+	defer cancel()
+	res, err := s.history(ctx, topic, before, limit)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "history failed: the message store is unreachable")
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]protocol.Error{"error": {Code: code, Message: message}})
+}

@@ -1,0 +1,102 @@
+package gateway
+
+import (
+	"sync"
+	"time"
+
+	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/protocol"
+)
+
+const hubShards = 64
+
+// hub maps topics to this node's local subscriptions. It is sharded by
+// topic hash so that subscribe churn on one topic does not stall fan-out on
+// others.
+type hub struct {
+	shards [hubShards]hubShard
+}
+
+type hubShard struct {
+	mu     sync.RWMutex
+	topics map[string]map[*subscription]struct{} // guarded by mu
+}
+
+// subscription is one session's subscription to one topic.
+type subscription struct {
+	sess  *session
+	topic string
+}
+
+func newHub() *hub {
+	h := &hub{}
+	for i := range h.shards {
+		h.shards[i].topics = make(map[string]map[*subscription]struct{})
+	}
+	return h
+}
+
+// shard picks a topic's shard by its FNV-1a hash, computed inline because
+// hash/fnv would allocate on every delivery.
+func (h *hub) shard(topic string) *hubShard {
+	x := uint32(2166136261)
+	for i := 0; i < len(topic); i++ {
+		x ^= uint32(topic[i])
+		x *= 16777619
+	}
+	return &h.shards[x%hubShards]
+}
+
+func (h *hub) add(sub *subscription) {
+	sh := h.shard(sub.topic)
+	sh.mu.Lock()
+	set := sh.topics[sub.topic]
+	if set == nil {
+		set = make(map[*subscription]struct{})
+		sh.topics[sub.topic] = set
+	}
+	set[sub] = struct{}{}
+	sh.mu.Unlock()
+}
+
+func (h *hub) remove(sub *subscription) {
+	sh := h.shard(sub.topic)
+	sh.mu.Lock()
+	if set := sh.topics[sub.topic]; set != nil {
+		delete(set, sub)
+		if len(set) == 0 {
+			delete(sh.topics, sub.topic)
+		}
+	}
+	sh.mu.Unlock()
+}
+
+// Deliver fans a message out to this node's subscribers of its topic. It is
+// the broker's Handler: it encodes the event once and queues the same bytes
+// for every subscriber without blocking; a subscriber whose queue is full
+// is closed as a slow consumer.
+func (s *Server) Deliver(m broker.Message) {
+	sh := s.hub.shard(m.Topic)
+	sh.mu.RLock()
+	set := sh.topics[m.Topic]
+	if len(set) == 0 {
+		sh.mu.RUnlock()
+		return
+	}
+	ev := protocol.Event{
+		Topic: m.Topic, Event: m.Event, Epoch: m.Epoch, Seq: m.Seq, TS: m.TS,
+		From: m.From, Data: m.Data, Old: m.Old,
+	}
+	frame := protocol.AppendEvent(make([]byte, 0, len(m.Data)+len(m.Old)+len(m.From)+len(m.Topic)+128), &ev)
+	n := 0
+	for sub := range set {
+		if sub.sess.send(frame) {
+			n++
+		}
+	}
+	sh.mu.RUnlock()
+	s.metrics.messagesOut.Add(float64(n))
+	if m.TS > 0 {
+		s.metrics.fanout.Observe(float64(time.Now().UnixMilli()-m.TS) / 1e3)
+	}
+}

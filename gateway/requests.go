@@ -1,0 +1,334 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/protocol"
+)
+
+// brokerTimeout bounds one broker call made for a client request.
+const brokerTimeout = 5 * time.Second
+
+// handle answers one decoded request of a connected session (or a connect).
+func (sess *session) handle(req *protocol.Request) {
+	switch req.Type {
+	case protocol.TypeConnect:
+		sess.handleConnect(req)
+	case protocol.TypeRefresh:
+		sess.handleRefresh(req)
+	case protocol.TypePing:
+		sess.replyOK(req.Ref, nil)
+	case protocol.TypeSubscribe:
+		sess.handleSubscribe(req)
+	case protocol.TypeUnsubscribe:
+		sess.handleUnsubscribe(req)
+	case protocol.TypePublish:
+		sess.handlePublish(req)
+	case protocol.TypeHistory:
+		sess.handleHistory(req)
+	case protocol.TypeTrack, protocol.TypeUntrack, protocol.TypeMembers:
+		sess.replyError(req.Ref, protocol.CodeUnavailable, "presence is not available in this version of the server")
+	}
+}
+
+func (sess *session) handleConnect(req *protocol.Request) {
+	if sess.connected.Load() {
+		sess.replyError(req.Ref, protocol.CodeBadRequest, "already connected")
+		return
+	}
+	claims, err := sess.srv.authenticate(req.Token)
+	if err != nil {
+		sess.replyError(req.Ref, protocol.CodeUnauthorized, err.Error())
+		sess.close(protocol.CloseUnauthorized, "unauthorized")
+		return
+	}
+	sess.claims = claims
+	sess.key = claims.Subject
+	if sess.key == "" {
+		sess.key = sess.id
+	}
+	sess.armExpiry()
+	sess.connected.Store(true)
+	sess.replyOK(req.Ref, protocol.ConnectResult{
+		Session:    sess.id,
+		Node:       sess.srv.cfg.NodeID,
+		Heartbeat:  int(sess.srv.cfg.Heartbeat / time.Second),
+		MaxMessage: sess.srv.cfg.MaxMessage,
+	})
+}
+
+func (sess *session) handleRefresh(req *protocol.Request) {
+	if req.Token == "" {
+		sess.replyError(req.Ref, protocol.CodeBadRequest, "refresh needs a token")
+		return
+	}
+	claims, err := sess.srv.authenticate(req.Token)
+	if err != nil {
+		sess.replyError(req.Ref, protocol.CodeUnauthorized, err.Error())
+		return
+	}
+	if claims.Subject != sess.claims.Subject && sess.claims.Subject != "" {
+		sess.replyError(req.Ref, protocol.CodeForbidden, errSubChanged.Error())
+		return
+	}
+	sess.claims = claims
+	sess.key = claims.Subject
+	sess.armExpiry()
+	sess.replyOK(req.Ref, nil)
+}
+
+// armExpiry closes the session with 4001 when its token's exp passes.
+func (sess *session) armExpiry() {
+	if sess.expiry != nil {
+		sess.expiry.Stop()
+		sess.expiry = nil
+	}
+	exp := sess.claims.expiry()
+	if exp.IsZero() {
+		return
+	}
+	sess.expiry = time.AfterFunc(time.Until(exp), func() {
+		sess.close(protocol.CloseUnauthorized, errTokenExpire.Error())
+	})
+}
+
+func (sess *session) handleSubscribe(req *protocol.Request) {
+	topic := req.Topic
+	if err := protocol.ValidateTopic(topic); err != nil {
+		sess.replyError(req.Ref, protocol.CodeBadRequest, err.Error())
+		return
+	}
+	if !protocol.MatchAny(sess.claims.Subscribe, topic) {
+		sess.replyError(req.Ref, protocol.CodeForbidden, "not allowed to subscribe to "+topic)
+		return
+	}
+	switch {
+	case req.Filter != "":
+		sess.replyError(req.Ref, protocol.CodeBadRequest, "filters are not available in this version of the server")
+		return
+	case sess.claims.Filters[topic] != "":
+		// Fail closed: a forced filter this server cannot apply must not
+		// turn into access to every row.
+		sess.replyError(req.Ref, protocol.CodeForbidden, "the token forces a filter on "+topic+", which this server cannot apply")
+		return
+	case req.Presence:
+		sess.replyError(req.Ref, protocol.CodeUnavailable, "presence is not available in this version of the server")
+		return
+	case req.Rewind < 0:
+		sess.replyError(req.Ref, protocol.CodeBadRequest, "rewind must not be negative")
+		return
+	}
+	if _, ok := sess.subs[topic]; !ok {
+		if len(sess.subs) >= sess.srv.cfg.MaxSubscriptions {
+			sess.replyError(req.Ref, protocol.CodeTooLarge,
+				fmt.Sprintf("subscription limit reached: at most %d per connection (UPDRAFT_MAX_SUBSCRIPTIONS)", sess.srv.cfg.MaxSubscriptions))
+			return
+		}
+		sub := &subscription{sess: sess, topic: topic}
+		sess.srv.hub.add(sub)
+		ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
+		err := sess.srv.cfg.Broker.Subscribe(ctx, topic)
+		cancel()
+		if err != nil {
+			sess.srv.hub.remove(sub)
+			sess.brokerError(req.Ref, "subscribe", err)
+			return
+		}
+		sess.subs[topic] = sub
+		sess.srv.metrics.subscriptions.Inc()
+	}
+	ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
+	pos, err := sess.srv.cfg.Broker.Latest(ctx, topic)
+	cancel()
+	if err != nil {
+		sess.brokerError(req.Ref, "subscribe", err)
+		return
+	}
+	// Recovery (since, rewind) comes with history replay; until then a
+	// client asking for it is told honestly that nothing was recovered.
+	sess.replyOK(req.Ref, protocol.SubscribeResult{Epoch: pos.Epoch, Seq: pos.Seq, Recovered: false})
+}
+
+func (sess *session) handleUnsubscribe(req *protocol.Request) {
+	if err := protocol.ValidateTopic(req.Topic); err != nil {
+		sess.replyError(req.Ref, protocol.CodeBadRequest, err.Error())
+		return
+	}
+	if sub, ok := sess.subs[req.Topic]; ok {
+		sess.unsubscribe(sub)
+	}
+	sess.replyOK(req.Ref, nil)
+}
+
+func (sess *session) unsubscribe(sub *subscription) {
+	delete(sess.subs, sub.topic)
+	sess.srv.hub.remove(sub)
+	sess.srv.metrics.subscriptions.Dec()
+	// The session may already be over: the broker reference must still go.
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	if err := sess.srv.cfg.Broker.Unsubscribe(ctx, sub.topic); err != nil {
+		sess.logger().Warn("broker unsubscribe failed", zap.String("topic", sub.topic), zap.Error(err))
+	}
+}
+
+func (sess *session) unsubscribeAll() {
+	for _, sub := range sess.subs {
+		sess.unsubscribe(sub)
+	}
+}
+
+func (sess *session) handlePublish(req *protocol.Request) {
+	if err := protocol.ValidatePublish(req.Topic, req.Event); err != nil {
+		code := protocol.CodeBadRequest
+		if errors.Is(err, protocol.ErrTableTopic) {
+			code = protocol.CodeForbidden
+		}
+		sess.replyError(req.Ref, code, err.Error())
+		return
+	}
+	if !protocol.MatchAny(sess.claims.Publish, req.Topic) {
+		sess.replyError(req.Ref, protocol.CodeForbidden, "not allowed to publish to "+req.Topic)
+		return
+	}
+	if req.Persist {
+		sess.replyError(req.Ref, protocol.CodeUnavailable, "durable history is not available in this version of the server")
+		return
+	}
+	ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
+	pos, err := sess.srv.cfg.Broker.Publish(ctx, req.Topic, broker.Publication{Event: req.Event, Data: req.Data, From: sess.key})
+	cancel()
+	if err != nil {
+		sess.brokerError(req.Ref, "publish", err)
+		return
+	}
+	sess.srv.metrics.messagesInClient.Inc()
+	sess.replyOK(req.Ref, protocol.Position{Epoch: pos.Epoch, Seq: pos.Seq})
+}
+
+func (sess *session) handleHistory(req *protocol.Request) {
+	if err := protocol.ValidateTopic(req.Topic); err != nil {
+		sess.replyError(req.Ref, protocol.CodeBadRequest, err.Error())
+		return
+	}
+	if !protocol.MatchAny(sess.claims.Subscribe, req.Topic) {
+		sess.replyError(req.Ref, protocol.CodeForbidden, "not allowed to read the history of "+req.Topic)
+		return
+	}
+	if sess.claims.Filters[req.Topic] != "" {
+		sess.replyError(req.Ref, protocol.CodeForbidden, "the token forces a filter on "+req.Topic+", which this server cannot apply")
+		return
+	}
+	ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
+	res, err := sess.srv.history(ctx, req.Topic, req.Before, req.Limit)
+	cancel()
+	if err != nil {
+		sess.brokerError(req.Ref, "history", err)
+		return
+	}
+	sess.replyOK(req.Ref, res)
+}
+
+// brokerError answers a request whose broker call failed.
+func (sess *session) brokerError(ref, op string, err error) {
+	if unavailable(err) {
+		sess.replyError(ref, protocol.CodeUnavailable, op+" failed: the message store is unreachable, try again")
+		return
+	}
+	sess.logger().Error(op+" failed", zap.Error(err))
+	sess.replyError(ref, protocol.CodeInternal, op+" failed")
+}
+
+// unavailable reports whether a broker error means "try again later"
+// rather than a bug.
+func unavailable(err error) bool {
+	return errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrClosed) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// rateLimitGrace is how long a connection may stay over its rate limit
+// before it is closed with 4029.
+const rateLimitGrace = 10 * time.Second
+
+// rateLimiter is a token bucket: rate tokens per second, burst of twice
+// that. It is used by one goroutine only.
+type rateLimiter struct {
+	rate, burst, tokens float64
+	last                time.Time
+	overSince           time.Time // zero while under the limit
+}
+
+func newRateLimiter(rate float64) rateLimiter {
+	return rateLimiter{rate: rate, burst: 2 * rate, tokens: 2 * rate}
+}
+
+func (l *rateLimiter) allow(now time.Time) bool {
+	if !l.last.IsZero() {
+		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	}
+	l.last = now
+	if l.tokens >= 1 {
+		l.tokens--
+		l.overSince = time.Time{}
+		return true
+	}
+	if l.overSince.IsZero() {
+		l.overSince = now
+	}
+	return false
+}
+
+// overFor is how long the connection has been over the limit without a
+// request getting through.
+func (l *rateLimiter) overFor(now time.Time) time.Duration {
+	if l.overSince.IsZero() {
+		return 0
+	}
+	return now.Sub(l.overSince)
+}
+
+// historyResult is the data of a history reply and of GET /api/v1/history.
+type historyResult struct {
+	Epoch    string           `json:"epoch"`
+	Messages []historyMessage `json:"messages"`
+}
+
+type historyMessage struct {
+	Seq   uint64          `json:"seq"`
+	Event string          `json:"event"`
+	TS    int64           `json:"ts"`
+	From  string          `json:"from,omitempty"`
+	Data  json.RawMessage `json:"data,omitempty"`
+	Old   json.RawMessage `json:"old,omitempty"`
+}
+
+// History limits.
+const (
+	defaultHistoryLimit = 50
+	maxHistoryLimit     = 1000
+)
+
+func (s *Server) history(ctx context.Context, topic string, before uint64, limit int) (historyResult, error) {
+	switch {
+	case limit <= 0:
+		limit = defaultHistoryLimit
+	case limit > maxHistoryLimit:
+		limit = maxHistoryLimit
+	}
+	page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{Before: before, Limit: limit})
+	if err != nil {
+		return historyResult{}, err
+	}
+	res := historyResult{Epoch: page.Latest.Epoch, Messages: make([]historyMessage, len(page.Messages))}
+	for i, m := range page.Messages {
+		res.Messages[i] = historyMessage{Seq: m.Seq, Event: m.Event, TS: m.TS, From: m.From, Data: m.Data, Old: m.Old}
+	}
+	return res, nil
+}

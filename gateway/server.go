@@ -1,0 +1,262 @@
+// Package gateway is Updraft's edge: the HTTP server, one WebSocket session
+// per client speaking protocol v1, auth and permissions, the local hub that
+// fans broker messages out to this node's subscribers, the HTTP API for
+// application servers, and drain on shutdown. It knows nothing of Redis; it
+// talks to a broker.Broker.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/updraft/updraft/broker"
+)
+
+// Config configures a gateway. The zero value of a field means its default.
+type Config struct {
+	// NodeID names this gateway in connect replies and logs. Required.
+	NodeID string
+	// Broker carries messages between nodes. Required; its Handler must
+	// call Server.Deliver.
+	Broker broker.Broker
+	// JWTSecret verifies client tokens (HS256). Empty: tokens are refused.
+	JWTSecret []byte
+	// AllowAnonymous grants everything to a connect without a token.
+	AllowAnonymous bool
+	// APIKey authorises the HTTP API. Empty: the HTTP API refuses all calls.
+	APIKey string
+	// AllowedOrigins lists the browser origins allowed to open a WebSocket
+	// ("*" for any). Empty: only the gateway's own origin.
+	AllowedOrigins []string
+	// MaxMessage is the largest client frame in bytes (default 65536).
+	MaxMessage int
+	// ClientRate is the requests per second a connection may send, with a
+	// burst of twice that (default 100).
+	ClientRate float64
+	// MaxSubscriptions per connection (default 256).
+	MaxSubscriptions int
+	// SendQueue is the number of messages a connection's outbox holds
+	// before it is closed as a slow consumer (default 1024).
+	SendQueue int
+	// SendQueueBytes caps the outbox in bytes (default 8 MiB).
+	SendQueueBytes int
+	// Heartbeat is the WebSocket ping interval; a connection silent for two
+	// heartbeats is closed (default 25s).
+	Heartbeat time.Duration
+	// ConnectTimeout is how long a new connection has to send connect
+	// (default 10s).
+	ConnectTimeout time.Duration
+	// WriteTimeout bounds one frame write; a connection that cannot take a
+	// frame within it is closed (default 10s).
+	WriteTimeout time.Duration
+	// DrainTimeout bounds Shutdown (default 15s).
+	DrainTimeout time.Duration
+	// Logger (default: no logging).
+	Logger *zap.Logger
+	// Registry receives the gateway's metrics and serves /metrics
+	// (default: a fresh registry).
+	Registry *prometheus.Registry
+}
+
+// Defaults for Config.
+const (
+	DefaultMaxMessage       = 64 << 10
+	DefaultClientRate       = 100
+	DefaultMaxSubscriptions = 256
+	DefaultSendQueue        = 1024
+	DefaultSendQueueBytes   = 8 << 20
+	DefaultHeartbeat        = 25 * time.Second
+	DefaultConnectTimeout   = 10 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultDrainTimeout     = 15 * time.Second
+)
+
+func (c Config) withDefaults() (Config, error) {
+	if c.NodeID == "" {
+		return c, errors.New("gateway: Config.NodeID is required")
+	}
+	if c.Broker == nil {
+		return c, errors.New("gateway: Config.Broker is required")
+	}
+	if len(c.JWTSecret) == 0 && !c.AllowAnonymous {
+		return c, errors.New("gateway: no way to authenticate clients: set a JWT secret (UPDRAFT_JWT_SECRET) or allow anonymous access (UPDRAFT_ALLOW_ANONYMOUS=true, development only)")
+	}
+	setDefault(&c.MaxMessage, DefaultMaxMessage)
+	setDefault(&c.ClientRate, DefaultClientRate)
+	setDefault(&c.MaxSubscriptions, DefaultMaxSubscriptions)
+	setDefault(&c.SendQueue, DefaultSendQueue)
+	setDefault(&c.SendQueueBytes, DefaultSendQueueBytes)
+	setDefault(&c.Heartbeat, DefaultHeartbeat)
+	setDefault(&c.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	return c, nil
+}
+
+func setDefault[T int | float64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// Server is one gateway node.
+type Server struct {
+	cfg     Config
+	log     *zap.Logger
+	metrics *metrics
+	hub     *hub
+	mux     *http.ServeMux
+
+	draining atomic.Bool
+
+	mu       sync.Mutex            // guards sessions
+	sessions map[*session]struct{} // guarded by mu
+	wg       sync.WaitGroup        // one per live session
+}
+
+// New validates cfg and returns a gateway ready to serve.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		metrics:  newMetrics(cfg.Registry),
+		hub:      newHub(),
+		sessions: make(map[*session]struct{}),
+	}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET /api/realtime", s.serveWebSocket)
+	s.mux.HandleFunc("POST /api/v1/emit", s.serveEmit)
+	s.mux.HandleFunc("POST /api/v1/emit/batch", s.serveEmitBatch)
+	s.mux.HandleFunc("GET /api/v1/history", s.serveHistory)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	return s, nil
+}
+
+// ServeHTTP routes the gateway's endpoints.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "draining")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	defer cancel()
+	if err := s.cfg.Broker.Ping(ctx); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "broker unreachable: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "node": s.cfg.NodeID})
+}
+
+// Serve accepts connections on ln until ctx is cancelled, then drains:
+// see Shutdown. It returns nil after a clean drain.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("gateway: serving: %w", err)
+	case <-ctx.Done():
+	}
+	return s.Shutdown(hs)
+}
+
+// Shutdown drains the node: it turns unready, stops accepting, tells its
+// clients to reconnect elsewhere (close 1012) a batch at a time so they do
+// not stampede the other nodes, and waits for them to go, all within
+// DrainTimeout. What each client had queued is written before its 1012.
+func (s *Server) Shutdown(hs *http.Server) error {
+	start := time.Now()
+	deadline := start.Add(s.cfg.DrainTimeout)
+	s.draining.Store(true)
+
+	// Stop accepting; wait for in-flight HTTP API calls (hijacked WebSocket
+	// connections are not waited for by net/http: they are ours to drain).
+	sctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	go hs.Shutdown(sctx) //nolint:errcheck // bounded by sctx; sessions are drained below
+
+	sessions := s.liveSessions()
+	s.log.Info("draining", zap.Int("sessions", len(sessions)), zap.Duration("timeout", s.cfg.DrainTimeout))
+	// Tell every client within half the drain time, in up to 20 batches.
+	const batches = 20
+	per := (len(sessions) + batches - 1) / batches
+	pause := s.cfg.DrainTimeout / 2 / batches
+	for i := 0; i < len(sessions); i += per {
+		for _, sess := range sessions[i:min(i+per, len(sessions))] {
+			sess.close(1012, "node draining")
+		}
+		if i+per < len(sessions) {
+			time.Sleep(pause) // pacing between batches, not waiting for a condition
+		}
+	}
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Until(deadline)):
+		left := s.liveSessions()
+		s.log.Warn("drain timeout: closing remaining connections", zap.Int("sessions", len(left)))
+		for _, sess := range left {
+			sess.conn.CloseNow()
+		}
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			s.log.Warn("sessions still cleaning up after drain timeout")
+		}
+	}
+	s.log.Info("drained", zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+func (s *Server) liveSessions() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		out = append(out, sess)
+	}
+	return out
+}
+
+// newID returns a random identifier with a prefix, e.g. "s_k3j4...".
+func newID(prefix string) string {
+	var b [10]byte
+	rand.Read(b[:])
+	return prefix + base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
+}
