@@ -253,16 +253,21 @@ func unavailable(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
-// rateLimitGrace is how long a connection may stay over its rate limit
-// before it is closed with 4029.
-const rateLimitGrace = 10 * time.Second
+// rateLimitGrace is how long a connection may keep going over its rate
+// limit before it is closed with 4029; a second without a refused request
+// ends the streak.
+const (
+	rateLimitGrace = 10 * time.Second
+	rateLimitCalm  = time.Second
+)
 
 // rateLimiter is a token bucket: rate tokens per second, burst of twice
 // that. It is used by one goroutine only.
 type rateLimiter struct {
 	rate, burst, tokens float64
 	last                time.Time
-	overSince           time.Time // zero while under the limit
+	overSince           time.Time // start of the current streak of refusals
+	lastRefused         time.Time
 }
 
 func newRateLimiter(rate float64) rateLimiter {
@@ -276,19 +281,19 @@ func (l *rateLimiter) allow(now time.Time) bool {
 	l.last = now
 	if l.tokens >= 1 {
 		l.tokens--
-		l.overSince = time.Time{}
 		return true
 	}
-	if l.overSince.IsZero() {
+	if l.lastRefused.IsZero() || now.Sub(l.lastRefused) > rateLimitCalm {
 		l.overSince = now
 	}
+	l.lastRefused = now
 	return false
 }
 
-// overFor is how long the connection has been over the limit without a
-// request getting through.
+// overFor is how long the connection has been refused requests without a
+// calm second in between.
 func (l *rateLimiter) overFor(now time.Time) time.Duration {
-	if l.overSince.IsZero() {
+	if l.lastRefused.IsZero() || now.Sub(l.lastRefused) > rateLimitCalm {
 		return 0
 	}
 	return now.Sub(l.overSince)

@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func TestSendQueue(t *testing.T) {
+	q := newSendQueue(3, 100)
+	for i := 0; i < 3; i++ {
+		if ok, full := q.push([]byte("abc")); !ok || full {
+			t.Fatalf("push %d: ok=%v full=%v", i, ok, full)
+		}
+	}
+	if ok, full := q.push([]byte("x")); ok || !full {
+		t.Fatalf("push past maxItems: ok=%v full=%v, want full", ok, full)
+	}
+	items, done, _, _ := q.take(nil)
+	if len(items) != 3 || done {
+		t.Fatalf("take: %d items, done=%v", len(items), done)
+	}
+	if ok, full := q.push(make([]byte, 101)); !ok || full {
+		t.Fatal("one item larger than maxBytes must still fit an empty queue")
+	}
+	if ok, full := q.push([]byte("y")); ok || !full {
+		t.Fatal("push past maxBytes must report full")
+	}
+	if !q.finish(4008, "slow consumer", []byte("bye"), true) {
+		t.Fatal("first finish must report true")
+	}
+	if q.finish(1000, "again", nil, false) {
+		t.Fatal("second finish must report false")
+	}
+	if ok, full := q.push([]byte("late")); ok || full {
+		t.Fatal("push after finish must be refused, not reported full")
+	}
+	items, done, code, reason := q.take(items[:0])
+	if len(items) != 1 || string(items[0]) != "bye" || !done || code != 4008 || reason != "slow consumer" {
+		t.Fatalf("after discarding finish: items=%q done=%v code=%d reason=%q", items, done, code, reason)
+	}
+}
+
+func TestSendQueueFinishKeepsBacklog(t *testing.T) {
+	q := newSendQueue(10, 1000)
+	q.push([]byte("a"))
+	q.push([]byte("b"))
+	q.finish(1012, "node draining", []byte("bye"), false)
+	items, done, code, _ := q.take(nil)
+	if got := string(items[0]) + string(items[1]) + string(items[2]); got != "abbye" || !done || code != 1012 {
+		t.Fatalf("drain must flush the backlog before the disconnect: %q done=%v code=%d", got, done, code)
+	}
+}
+
+func TestRateLimiter(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := newRateLimiter(10) // burst 20
+	for i := 0; i < 20; i++ {
+		if !l.allow(now) {
+			t.Fatalf("request %d of the burst refused", i)
+		}
+	}
+	if l.allow(now) {
+		t.Fatal("request past the burst allowed")
+	}
+	// A flood at five times the rate: some requests pass as tokens refill,
+	// but the streak of refusals goes on.
+	for i := 1; i <= 120; i++ {
+		l.allow(now.Add(time.Duration(i) * 10 * time.Millisecond))
+	}
+	if got := l.overFor(now.Add(1200 * time.Millisecond)); got != 1200*time.Millisecond {
+		t.Fatalf("overFor during a sustained flood = %v, want 1.2s", got)
+	}
+	// A calm second ends the streak.
+	if l.overFor(now.Add(2300*time.Millisecond)) != 0 {
+		t.Fatal("a second without refusals must end the streak")
+	}
+	if !l.allow(now.Add(2300 * time.Millisecond)) {
+		t.Fatal("tokens must refill")
+	}
+}
+
+func testServer(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	if cfg.NodeID == "" {
+		cfg.NodeID = "test"
+	}
+	if cfg.Broker == nil {
+		cfg.Broker = newTestBroker(t, nil)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func sign(t *testing.T, secret string, claims jwt.Claims, method jwt.SigningMethod) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(method, claims).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestAuthenticate(t *testing.T) {
+	s := testServer(t, Config{JWTSecret: []byte("secret")})
+	future := jwt.NewNumericDate(time.Now().Add(time.Hour))
+	past := jwt.NewNumericDate(time.Now().Add(-time.Hour))
+	good := &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "user-7", ExpiresAt: future}, Subscribe: []string{"chat/*"}, Publish: []string{"chat/*"}}
+
+	c, err := s.authenticate(sign(t, "secret", good, jwt.SigningMethodHS256))
+	if err != nil || c.Subject != "user-7" || c.Subscribe[0] != "chat/*" {
+		t.Fatalf("good token: %+v %v", c, err)
+	}
+	tests := []struct {
+		name  string
+		token string
+		want  string
+	}{
+		{"anonymous refused", "", "token is required"},
+		{"garbage", "not-a-jwt", "invalid token"},
+		{"wrong secret", sign(t, "other", good, jwt.SigningMethodHS256), "invalid token"},
+		{"expired", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u", ExpiresAt: past}}, jwt.SigningMethodHS256), "expired"},
+		{"no sub", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: future}}, jwt.SigningMethodHS256), "no sub"},
+		{"bad pattern", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u"}, Subscribe: []string{"chat/**/x"}}, jwt.SigningMethodHS256), "invalid pattern"},
+		{"alg none", sign(t, "secret", good, jwt.SigningMethodNone), "invalid token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "alg none" {
+				tok, _ := jwt.NewWithClaims(jwt.SigningMethodNone, good).SignedString(jwt.UnsafeAllowNoneSignatureType)
+				tt.token = tok
+			}
+			_, err := s.authenticate(tt.token)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+
+	anon := testServer(t, Config{AllowAnonymous: true})
+	c, err = anon.authenticate("")
+	if err != nil || !contains(c.Subscribe, "**") || !contains(c.Publish, "*") {
+		t.Fatalf("anonymous claims: %+v %v", c, err)
+	}
+	if _, err := anon.authenticate("x.y.z"); !errors.Is(err, errNoSecret) {
+		t.Fatalf("token on a server without secret: %v", err)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestNewRefusesNoAuth(t *testing.T) {
+	_, err := New(Config{NodeID: "n", Broker: newTestBroker(t, nil)})
+	if err == nil || !strings.Contains(err.Error(), "UPDRAFT_ALLOW_ANONYMOUS") {
+		t.Fatalf("New without secret or anonymous: %v", err)
+	}
+}
+
+func TestCheckOrigin(t *testing.T) {
+	tests := []struct {
+		allowed []string
+		host    string
+		origin  string
+		ok      bool
+	}{
+		{nil, "rt.example.com", "", true},
+		{nil, "rt.example.com", "https://rt.example.com", true},
+		{nil, "rt.example.com", "https://evil.example.com", false},
+		{[]string{"https://app.example.com"}, "rt.example.com", "https://app.example.com", true},
+		{[]string{"https://app.example.com/"}, "rt.example.com", "https://APP.example.com", true},
+		{[]string{"https://app.example.com"}, "rt.example.com", "http://app.example.com", false},
+		{[]string{"https://app.example.com"}, "rt.example.com", "https://rt.example.com", false},
+		{[]string{"*"}, "rt.example.com", "https://anything.test", true},
+	}
+	for _, tt := range tests {
+		s := testServer(t, Config{AllowAnonymous: true, AllowedOrigins: tt.allowed})
+		r := httptest.NewRequest("GET", "http://"+tt.host+"/api/realtime", nil)
+		if tt.origin != "" {
+			r.Header.Set("Origin", tt.origin)
+		}
+		if err := s.checkOrigin(r); (err == nil) != tt.ok {
+			t.Errorf("allowed=%v host=%s origin=%s: err=%v, want ok=%v", tt.allowed, tt.host, tt.origin, err, tt.ok)
+		}
+	}
+}
