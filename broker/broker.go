@@ -109,7 +109,9 @@ type Broker interface {
 	Unsubscribe(ctx context.Context, topic string) error
 
 	// Latest returns topic's current position: its epoch, and the seq of its
-	// newest message (0 when nothing was published in that epoch).
+	// newest message. A topic without an epoch (never published, or its
+	// history expired or was lost) returns the zero Position, empty epoch
+	// and seq 0; its next publish starts a new epoch at seq 1.
 	Latest(ctx context.Context, topic string) (Position, error)
 
 	// History returns retained messages of topic's current epoch.

@@ -1,0 +1,71 @@
+# Updraft's developer entry points. `make help` lists them.
+
+# CI images often have Go in /usr/local/go/bin without it being on PATH.
+ifeq ($(shell command -v go 2>/dev/null),)
+export PATH := /usr/local/go/bin:$(PATH)
+endif
+
+GO ?= go
+BIN := bin/updraft
+
+# make run: where the single embedded node listens and the API key it
+# accepts; both can be overridden from the environment or the command line.
+UPDRAFT_ADDR ?= 127.0.0.1:8080
+UPDRAFT_API_KEY ?= dev-key
+
+# Tools `make test` needs beyond Go: redis-server always, a C compiler for
+# -race. Add --haproxy here if tests ever start needing it.
+TEST_DEPS := --race
+
+# Every Go file we own, for gofmt (testdata may hold deliberately odd code).
+GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*' \
+	-not -path './tmp/*' -not -path '*/testdata/*' -not -path '*/node_modules/*')
+
+.DEFAULT_GOAL := build
+.PHONY: help build run deps test bench cluster fmt lint clean
+
+help:
+	@echo 'make build    build $(BIN)'
+	@echo 'make run      run one embedded node on $(UPDRAFT_ADDR) (no Redis, anonymous access on)'
+	@echo 'make deps     check (and on Debian/Ubuntu as root, install) redis-server and a C compiler'
+	@echo 'make test     go vet, go test -race, then a short fuzz of the protocol decoder'
+	@echo 'make bench    run every benchmark'
+	@echo 'make cluster  Redis + 3 gateways (127.0.0.1:8081-8083) + haproxy on 127.0.0.1:8080'
+	@echo 'make fmt      gofmt the tree'
+	@echo 'make lint     fail on unformatted files, go vet (and staticcheck if installed)'
+	@echo 'make clean    remove bin/ and tmp/cluster/'
+
+build:
+	$(GO) build -o $(BIN) ./cmd/updraft
+
+run: build
+	@echo "updraft: embedded node on http://$(UPDRAFT_ADDR), try: $(BIN) tail chat/general   then in another terminal: $(BIN) emit --api-key $(if $(filter dev-key,$(UPDRAFT_API_KEY)),dev-key,\"\$$UPDRAFT_API_KEY\") chat/general message '{\"text\":\"hi\"}'"
+	@UPDRAFT_REDIS_URL= UPDRAFT_ALLOW_ANONYMOUS=true UPDRAFT_API_KEY='$(UPDRAFT_API_KEY)' \
+		UPDRAFT_ADDR='$(UPDRAFT_ADDR)' exec $(BIN) serve
+
+deps:
+	@scripts/ensure-deps.sh $(TEST_DEPS)
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=15s ./protocol
+
+bench: deps
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+cluster: build
+	@scripts/ensure-deps.sh --haproxy
+	@UPDRAFT_BIN=$(BIN) scripts/cluster.sh
+
+fmt:
+	@gofmt -w $(GOFILES)
+
+lint:
+	@unformatted=$$(gofmt -l $(GOFILES)); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed (run make fmt):"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	@if command -v staticcheck >/dev/null 2>&1; then echo staticcheck ./...; staticcheck ./...; fi
+
+clean:
+	rm -rf bin tmp/cluster

@@ -1,0 +1,695 @@
+package broker
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// RedisConfig configures NewRedis.
+type RedisConfig struct {
+	// URL locates Redis, e.g. redis://:password@host:6379/0 (see
+	// redis.ParseURL). Required.
+	URL string
+	// Retention bounds each topic's history; zero fields take their
+	// defaults. Every node of a cluster should use the same values: the
+	// node that publishes applies its own.
+	Retention Retention
+	// Handler receives the messages of subscribed topics; nil discards them.
+	Handler Handler
+	// Logger receives the broker's background events (lost and restored
+	// connections, undecodable payloads); nil means no logging.
+	Logger *zap.Logger
+	// OnError, when set, is called with every error Redis returns once
+	// NewRedis has returned, in the foreground (Publish, History, ...) and
+	// in the background (the pub/sub connection), so that the caller can
+	// count them; NewRedis itself returns its error instead. Caller
+	// cancellations are not counted. It must not block.
+	OnError func(error)
+}
+
+// Redis key and channel layout. Every name carries the topic as a Redis
+// Cluster hash tag, so one topic's keys live in one slot.
+//
+//	updraft:{<topic>}:meta     hash   epoch, seq
+//	updraft:{<topic>}:history  stream entries "<seq>-0", field "p": the encoded publication
+//	updraft:msg:{<topic>}      channel carrying "<epoch>:<seq>:<encoded publication>"
+//
+// The encoding is described in codec.go.
+func metaKey(topic string) string    { return "updraft:{" + topic + "}:meta" }
+func historyKey(topic string) string { return "updraft:{" + topic + "}:history" }
+func channelName(topic string) string {
+	return channelPrefix + topic + channelSuffix
+}
+
+const (
+	channelPrefix = "updraft:msg:{"
+	channelSuffix = "}"
+)
+
+// topicOf returns the topic of a channel named by channelName.
+func topicOf(channel string) (string, bool) {
+	rest, ok := strings.CutPrefix(channel, channelPrefix)
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(rest, channelSuffix)
+}
+
+//go:embed publish.lua
+var publishLua string
+
+// publishScript runs with EVALSHA and falls back to EVAL when Redis does
+// not know it (after a restart or SCRIPT FLUSH).
+var publishScript = redis.NewScript(publishLua)
+
+// Subscription confirmation: Subscribe sends SUBSCRIBE, then a PING with a
+// unique payload on the same pub/sub connection, and returns when the
+// receive loop reads that PING's reply. Redis answers a connection's
+// commands in order, so the reply proves the SUBSCRIBE took effect (or was
+// refused: see subscribeConfirmed). If the connection is replaced after
+// SUBSCRIBE was written, go-redis resubscribes every channel it knows, ours
+// included, before any other command on the new connection, so a reply
+// read from the new connection proves it as well; a reply lost with the old
+// connection, or not read within confirmTimeout, is asked for again.
+const (
+	confirmAttempts = 3
+	confirmTimeout  = 3 * time.Second
+)
+
+// Backoff of the receive loop while the pub/sub connection cannot be
+// re-established.
+const (
+	minReceiveBackoff = 10 * time.Millisecond
+	maxReceiveBackoff = time.Second
+)
+
+// Redis is the Broker of a cluster of nodes joined by one Redis.
+//
+// Publishing runs publish.lua (see the file): positions are assigned in
+// Redis, and history and the live stream never disagree. Each node holds
+// one pub/sub connection and at most one Redis subscription per topic,
+// reference counted across the node's callers. One goroutine reads the
+// pub/sub connection, decodes each message once and calls the Handler; it
+// waits on nothing but Redis.
+//
+// When the pub/sub connection drops (Redis restarted, connection killed),
+// go-redis reconnects on the receive loop's next read and resubscribes
+// every channel; the loop retries with backoff until Redis is back. Live
+// messages published meanwhile are lost (delivery is at most once); History
+// fills the gap, and a Redis that lost its data starts new epochs. A
+// silently dead connection is detected by TCP keep-alive (go-redis probes
+// after 30s idle and gives up after 3 unanswered probes 5s apart).
+//
+// The Handler runs on the receive loop: a slow Handler delays every topic
+// of the node.
+type Redis struct {
+	client    *redis.Client
+	ps        *redis.PubSub // receiving: only the receive loop; commands: safe for concurrent use
+	retention Retention
+	handler   Handler
+	log       *zap.Logger
+	onError   func(error)
+
+	subsMu sync.RWMutex
+	subs   map[string]*redisSub // guarded by subsMu; by topic
+
+	// refusals counts the error replies read on the pub/sub connection
+	// (refused SUBSCRIBEs), lastRefusal holds the latest; written by the
+	// receive loop.
+	refusals    atomic.Uint64
+	lastRefusal atomic.Pointer[error]
+
+	barrierMu   sync.Mutex
+	barriers    map[string]chan bool // guarded by barrierMu; by PING payload
+	nextBarrier atomic.Uint64
+
+	closed   atomic.Bool
+	done     chan struct{} // closed by Close
+	loopDone chan struct{} // closed when the receive loop returns
+}
+
+var _ Broker = (*Redis)(nil)
+
+// redisSub is the node's subscription state for one topic.
+type redisSub struct {
+	// lock is a one-slot semaphore (a mutex that honours ctx) serialising
+	// Subscribe and Unsubscribe of the topic. It is held across the Redis
+	// round trip, so the Redis-side subscription exists exactly when count
+	// is positive, whatever the interleaving of callers.
+	lock  chan struct{}
+	count int // guarded by lock: Subscribe calls without Unsubscribe
+
+	// active is true while count is positive and Redis confirmed the
+	// subscription. Written under lock, read by the receive loop, which
+	// drops messages of inactive topics: none is delivered after
+	// Unsubscribe returns.
+	active atomic.Bool
+
+	users int // guarded by Redis.subsMu: calls holding this *redisSub
+}
+
+// NewRedis connects to Redis, checks it answers and starts the node's
+// receive loop. Close the Redis to stop it.
+func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("broker: RedisConfig.URL is required")
+	}
+	opt, err := redis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("broker: RedisConfig.URL %q: %w", redactURL(cfg.URL), err)
+	}
+	r := &Redis{
+		client:    redis.NewClient(opt),
+		retention: cfg.Retention.withDefaults(),
+		handler:   cfg.Handler,
+		log:       cfg.Logger,
+		onError:   cfg.OnError,
+		subs:      make(map[string]*redisSub),
+		barriers:  make(map[string]chan bool),
+		done:      make(chan struct{}),
+		loopDone:  make(chan struct{}),
+	}
+	if r.handler == nil {
+		r.handler = func(Message) {}
+	}
+	if r.log == nil {
+		r.log = zap.NewNop()
+	}
+	if r.onError == nil {
+		r.onError = func(error) {}
+	}
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		_ = r.client.Close()
+		return nil, fmt.Errorf("broker: RedisConfig.URL %q: %w: %w", redactURL(cfg.URL), ErrUnavailable, err)
+	}
+	r.ps = r.client.Subscribe(context.WithoutCancel(ctx)) // no channel yet: connects on first use
+	go r.receive()
+	return r, nil
+}
+
+// redactURL hides a password in u, for error messages.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return p.Redacted()
+}
+
+// Publish implements Broker. It runs publish.lua once: a nil error means
+// Redis assigned the position, stored the message and published it.
+func (r *Redis) Publish(ctx context.Context, topic string, pub Publication) (Position, error) {
+	if r.closed.Load() {
+		return Position{}, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return Position{}, fmt.Errorf("broker: publish %q: %w", topic, err)
+	}
+	if pub.TS == 0 {
+		pub.TS = nowMillis()
+	}
+	body := appendPublication(make([]byte, 0, publicationSize(pub)), pub)
+	ttl := max(r.retention.TTL.Milliseconds(), 1)
+	res, err := publishScript.Run(ctx, r.client,
+		[]string{metaKey(topic), historyKey(topic)},
+		newEpoch(), r.retention.Size, ttl, channelName(topic), body,
+	).Slice()
+	if err != nil {
+		return Position{}, r.fail(ctx, "publish", topic, err)
+	}
+	if len(res) != 2 {
+		return Position{}, fmt.Errorf("broker: publish %q: %w: script returned %d values", topic, errMalformed, len(res))
+	}
+	epoch, _ := res[0].(string)
+	seq, _ := res[1].(int64)
+	if epoch == "" || seq <= 0 {
+		return Position{}, fmt.Errorf("broker: publish %q: %w: script returned %v", topic, errMalformed, res)
+	}
+	return Position{Epoch: epoch, Seq: uint64(seq)}, nil
+}
+
+// Subscribe implements Broker. The first reference sends SUBSCRIBE and
+// returns once Redis confirmed it; later ones only count.
+func (r *Redis) Subscribe(ctx context.Context, topic string) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("broker: subscribe %q: %w", topic, err)
+	}
+	s := r.acquire(topic)
+	defer r.release(topic, s)
+	if err := r.lockSub(ctx, s); err != nil {
+		return r.fail(ctx, "subscribe", topic, err)
+	}
+	defer func() { <-s.lock }()
+	if s.count > 0 {
+		s.count++
+		return nil
+	}
+	ch := channelName(topic)
+	// The pub/sub connection is shared: a caller's cancellation must not
+	// break it (go-redis drops a connection whose write was cancelled), so
+	// commands run without the caller's deadline, bounded by WriteTimeout.
+	wctx := context.WithoutCancel(ctx)
+	if err := r.subscribeConfirmed(ctx, wctx, ch); err != nil {
+		// go-redis remembers the channel even when SUBSCRIBE failed and
+		// would resubscribe it on reconnect: forget it.
+		if uerr := r.ps.Unsubscribe(wctx, ch); uerr != nil && !r.closed.Load() {
+			r.report("redis unsubscribe after a failed subscribe", topic, uerr)
+		}
+		return r.fail(ctx, "subscribe", topic, err)
+	}
+	s.count = 1
+	s.active.Store(true)
+	return nil
+}
+
+// Unsubscribe implements Broker. The last reference sends UNSUBSCRIBE;
+// delivery of the topic stops before Unsubscribe returns.
+//
+// Unsubscribe always drops the reference, even when ctx is already done
+// (callers clean up with the context of a connection that just ended): it
+// waits for a concurrent Subscribe of the topic, which is bounded, and
+// sends UNSUBSCRIBE without the caller's deadline. A failure to send it is
+// reported (OnError, log) but not returned: go-redis then replaces the
+// connection, and the new one is not subscribed.
+func (r *Redis) Unsubscribe(ctx context.Context, topic string) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	s := r.acquire(topic)
+	defer r.release(topic, s)
+	if err := r.lockSub(context.WithoutCancel(ctx), s); err != nil {
+		return err // closed
+	}
+	defer func() { <-s.lock }()
+	if s.count == 0 {
+		return ErrNotSubscribed
+	}
+	s.count--
+	if s.count > 0 {
+		return nil
+	}
+	s.active.Store(false)
+	if err := r.ps.Unsubscribe(context.WithoutCancel(ctx), channelName(topic)); err != nil && !r.closed.Load() {
+		r.report("redis unsubscribe", topic, err)
+	}
+	return nil
+}
+
+// Latest implements Broker. A topic without meta (never published, or its
+// meta expired or was lost) has no epoch yet: Latest returns the zero
+// Position.
+func (r *Redis) Latest(ctx context.Context, topic string) (Position, error) {
+	if r.closed.Load() {
+		return Position{}, ErrClosed
+	}
+	vals, err := r.client.HMGet(ctx, metaKey(topic), "epoch", "seq").Result()
+	if err != nil {
+		return Position{}, r.fail(ctx, "latest", topic, err)
+	}
+	pos, err := parseMeta(vals)
+	if err != nil {
+		return Position{}, fmt.Errorf("broker: latest %q: %w", topic, err)
+	}
+	return pos, nil
+}
+
+// History implements Broker. Meta and history are read in one MULTI/EXEC,
+// so the page's Latest and Messages agree.
+func (r *Redis) History(ctx context.Context, topic string, q HistoryQuery) (HistoryPage, error) {
+	if r.closed.Load() {
+		return HistoryPage{}, ErrClosed
+	}
+	start, stop, ok := streamRange(q)
+	var meta *redis.SliceCmd
+	var entries *redis.XMessageSliceCmd
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		meta = p.HMGet(ctx, metaKey(topic), "epoch", "seq")
+		if !ok {
+			return nil
+		}
+		switch {
+		case q.Limit <= 0:
+			entries = p.XRange(ctx, historyKey(topic), start, stop)
+		case q.After != 0:
+			entries = p.XRangeN(ctx, historyKey(topic), start, stop, int64(q.Limit))
+		default:
+			entries = p.XRevRangeN(ctx, historyKey(topic), stop, start, int64(q.Limit))
+		}
+		return nil
+	})
+	if err != nil {
+		return HistoryPage{}, r.fail(ctx, "history", topic, err)
+	}
+	latest, err := parseMeta(meta.Val())
+	if err != nil {
+		return HistoryPage{}, fmt.Errorf("broker: history %q: %w", topic, err)
+	}
+	page := HistoryPage{Latest: latest}
+	if latest.Epoch == "" || entries == nil {
+		// No meta: any stream left is from a lost epoch and will be
+		// dropped by the next publish.
+		return page, nil
+	}
+	xs := entries.Val()
+	page.Messages = make([]Message, 0, len(xs))
+	for _, x := range xs {
+		m, err := historyMessage(topic, latest.Epoch, x)
+		if err != nil {
+			r.report("redis history entry", topic, err)
+			return HistoryPage{}, fmt.Errorf("broker: history %q: %w", topic, err)
+		}
+		page.Messages = append(page.Messages, m)
+	}
+	if q.Limit > 0 && q.After == 0 {
+		slices.Reverse(page.Messages) // XREVRANGE: newest first
+	}
+	return page, nil
+}
+
+// streamRange turns q's bounds into XRANGE start and stop IDs; ok is false
+// when q selects nothing whatever is retained. Entry IDs are "<seq>-0", and
+// XRANGE reads a bare "<n>" as "<n>-0" for a start and "<n>-max" for a stop.
+func streamRange(q HistoryQuery) (start, stop string, ok bool) {
+	start, stop = "-", "+"
+	if q.After != 0 {
+		if q.After == ^uint64(0) {
+			return "", "", false
+		}
+		start = strconv.FormatUint(q.After+1, 10)
+	}
+	if q.Before != 0 {
+		if q.Before == 1 || (q.After != 0 && q.After+1 > q.Before-1) {
+			return "", "", false
+		}
+		stop = strconv.FormatUint(q.Before-1, 10)
+	}
+	return start, stop, true
+}
+
+// parseMeta reads HMGET meta epoch seq.
+func parseMeta(vals []any) (Position, error) {
+	if len(vals) != 2 {
+		return Position{}, fmt.Errorf("%w: meta has %d fields", errMalformed, len(vals))
+	}
+	epoch, _ := vals[0].(string)
+	if epoch == "" {
+		return Position{}, nil
+	}
+	seqText, _ := vals[1].(string)
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if err != nil {
+		return Position{}, fmt.Errorf("%w: meta seq %q", errMalformed, seqText)
+	}
+	return Position{Epoch: epoch, Seq: seq}, nil
+}
+
+// historyMessage decodes one history stream entry.
+func historyMessage(topic, epoch string, x redis.XMessage) (Message, error) {
+	seqText, _, _ := strings.Cut(x.ID, "-")
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if err != nil {
+		return Message{}, fmt.Errorf("%w: entry id %q", errMalformed, x.ID)
+	}
+	body, _ := x.Values["p"].(string)
+	pub, err := decodePublication(body)
+	if err != nil {
+		return Message{}, fmt.Errorf("entry %q: %w", x.ID, err)
+	}
+	return Message{Topic: topic, Position: Position{Epoch: epoch, Seq: seq}, Publication: pub}, nil
+}
+
+// Ping implements Broker.
+func (r *Redis) Ping(ctx context.Context) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return r.fail(ctx, "ping", "", err)
+	}
+	return nil
+}
+
+// Close implements Broker: it stops the receive loop, waits for it (so the
+// Handler is not called once Close returns), and closes the connections.
+func (r *Redis) Close() error {
+	if !r.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	close(r.done)
+	psErr := r.ps.Close() // unblocks the receive loop's read
+	<-r.loopDone
+	if err := errors.Join(psErr, r.client.Close()); err != nil {
+		return fmt.Errorf("broker: close: %w", err)
+	}
+	return nil
+}
+
+// acquire returns topic's subscription state, creating it, and marks it in
+// use until release.
+func (r *Redis) acquire(topic string) *redisSub {
+	r.subsMu.Lock()
+	defer r.subsMu.Unlock()
+	s := r.subs[topic]
+	if s == nil {
+		s = &redisSub{lock: make(chan struct{}, 1)}
+		r.subs[topic] = s
+	}
+	s.users++
+	return s
+}
+
+// release ends a use begun by acquire and forgets the state of a topic
+// nobody subscribes to.
+func (r *Redis) release(topic string, s *redisSub) {
+	r.subsMu.Lock()
+	defer r.subsMu.Unlock()
+	s.users--
+	if s.users == 0 && !s.active.Load() {
+		delete(r.subs, topic)
+	}
+}
+
+// lockSub takes s.lock, giving up when ctx ends or the broker closes.
+func (r *Redis) lockSub(ctx context.Context, s *redisSub) error {
+	select {
+	case s.lock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.done:
+		return ErrClosed
+	}
+}
+
+// subscribeConfirmed sends SUBSCRIBE ch and returns once Redis confirmed
+// it. wctx is ctx without its cancellation, for commands.
+func (r *Redis) subscribeConfirmed(ctx, wctx context.Context, ch string) error {
+	refusals := r.refusals.Load()
+	var err error
+	for range confirmAttempts {
+		// When the write fails, go-redis replaces the connection before it
+		// records ch, so the new connection does not resubscribe ch: send
+		// SUBSCRIBE again. (SUBSCRIBE to a subscribed channel is a no-op.)
+		if err = r.ps.Subscribe(wctx, ch); err == nil {
+			break
+		}
+		if ctx.Err() != nil || r.closed.Load() {
+			return err
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.confirm(ctx); err != nil {
+		return err
+	}
+	// Redis answers a refused SUBSCRIBE (an ACL without the channel) with
+	// an error, read by the receive loop before the confirmation. Which
+	// SUBSCRIBE it answered is not known: any refusal since ours was sent
+	// fails it, and the caller may retry.
+	if r.refusals.Load() != refusals {
+		if last := r.lastRefusal.Load(); last != nil {
+			return fmt.Errorf("redis refused a subscription: %w", *last)
+		}
+		return errors.New("redis refused a subscription")
+	}
+	return nil
+}
+
+// confirm returns once Redis has processed every command sent on the
+// pub/sub connection before it was called (see confirmAttempts).
+func (r *Redis) confirm(ctx context.Context) error {
+	var err error
+	for range confirmAttempts {
+		token := "updraft-confirm-" + strconv.FormatUint(r.nextBarrier.Add(1), 10)
+		reply := make(chan bool, 1)
+		r.barrierMu.Lock()
+		r.barriers[token] = reply
+		r.barrierMu.Unlock()
+
+		if err = r.ps.Ping(context.WithoutCancel(ctx), token); err == nil {
+			timer := time.NewTimer(confirmTimeout)
+			select {
+			case ok := <-reply:
+				timer.Stop()
+				if ok {
+					return nil
+				}
+				err = errors.New("pub/sub connection lost before confirmation")
+				continue // the reply was lost with the connection; the barrier is gone
+			case <-timer.C:
+				err = fmt.Errorf("no confirmation within %v", confirmTimeout)
+			case <-ctx.Done():
+				err = ctx.Err()
+			case <-r.done:
+				err = ErrClosed
+			}
+			timer.Stop()
+		}
+		r.barrierMu.Lock()
+		delete(r.barriers, token)
+		r.barrierMu.Unlock()
+		if ctx.Err() != nil || r.closed.Load() {
+			return err
+		}
+	}
+	return err
+}
+
+// receive is the receive loop: it reads the pub/sub connection until
+// Close, delivering messages and releasing confirmations.
+func (r *Redis) receive() {
+	defer close(r.loopDone)
+	ctx := context.Background() // no deadline: the read waits for traffic; Close unblocks it
+	backoff := time.Duration(0)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		msg, err := r.ps.Receive(ctx)
+		var refused redis.Error
+		if errors.As(err, &refused) && !r.closed.Load() {
+			// An error reply: the connection is fine (go-redis keeps it).
+			r.lastRefusal.Store(&err)
+			r.refusals.Add(1)
+			r.log.Warn("redis refused a pub/sub command", zap.Error(err))
+			r.onError(err)
+			continue
+		}
+		if err != nil {
+			if r.closed.Load() {
+				return
+			}
+			r.dropBarriers()
+			r.onError(err)
+			if backoff == 0 {
+				r.log.Warn("redis pub/sub connection lost; reconnecting", zap.Error(err))
+			} else {
+				r.log.Debug("redis pub/sub reconnect failed", zap.Error(err), zap.Duration("backoff", backoff))
+			}
+			backoff = min(max(2*backoff, minReceiveBackoff), maxReceiveBackoff)
+			timer.Reset(backoff)
+			select {
+			case <-timer.C:
+			case <-r.done:
+				return
+			}
+			continue
+		}
+		if backoff != 0 {
+			backoff = 0
+			r.log.Info("redis pub/sub connection restored; channels resubscribed")
+		}
+		switch m := msg.(type) {
+		case *redis.Message:
+			r.deliver(m)
+		case *redis.Pong:
+			r.releaseBarrier(m.Payload)
+		case *redis.Subscription:
+			// Confirmations are proved by the PING barrier instead: these
+			// cannot be told apart from resubscriptions on reconnect.
+		}
+	}
+}
+
+// deliver decodes a message of a subscribed topic and hands it to the
+// Handler. Messages of topics not (or no longer) subscribed are dropped.
+func (r *Redis) deliver(m *redis.Message) {
+	topic, ok := topicOf(m.Channel)
+	if !ok {
+		return
+	}
+	r.subsMu.RLock()
+	s := r.subs[topic]
+	r.subsMu.RUnlock()
+	if s == nil || !s.active.Load() {
+		return
+	}
+	pos, pub, err := decodePayload(m.Payload)
+	if err != nil {
+		r.log.Warn("dropping an undecodable redis message", zap.String("channel", m.Channel), zap.Error(err))
+		r.onError(err)
+		return
+	}
+	r.handler(Message{Topic: topic, Position: pos, Publication: pub})
+}
+
+func (r *Redis) releaseBarrier(token string) {
+	r.barrierMu.Lock()
+	reply := r.barriers[token]
+	delete(r.barriers, token)
+	r.barrierMu.Unlock()
+	if reply != nil {
+		reply <- true // buffered: never blocks
+	}
+}
+
+// dropBarriers fails every pending confirmation: their replies may have
+// been lost with the connection, so they ask again.
+func (r *Redis) dropBarriers() {
+	r.barrierMu.Lock()
+	defer r.barrierMu.Unlock()
+	for token, reply := range r.barriers {
+		reply <- false
+		delete(r.barriers, token)
+	}
+}
+
+// fail reports a foreground error and wraps it: ErrClosed once closed, the
+// context's error when the caller gave up, ErrUnavailable when Redis could
+// not be reached or answer.
+func (r *Redis) fail(ctx context.Context, op, topic string, err error) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("broker: %s %q: %w", op, topic, ctxErr)
+	}
+	r.onError(err)
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		return fmt.Errorf("broker: %s %q: %w", op, topic, err) // Redis answered with an error
+	}
+	return fmt.Errorf("broker: %s %q: %w: %w", op, topic, ErrUnavailable, err)
+}
+
+// report logs and counts a background error.
+func (r *Redis) report(msg, topic string, err error) {
+	r.log.Warn(msg, zap.String("topic", topic), zap.Error(err))
+	r.onError(err)
+}

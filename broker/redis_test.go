@@ -1,0 +1,502 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/broker/brokertest"
+	"github.com/updraft/updraft/internal/testenv"
+)
+
+const redisWait = 15 * time.Second
+
+func startRedis(tb testing.TB) *testenv.Redis { return testenv.StartRedis(tb) }
+
+// redisFactory makes Redis nodes on srv: every node made shares it.
+func redisFactory(tb testing.TB, srv *testenv.Redis) brokertest.Factory {
+	admin := srv.Client(tb)
+	return brokertest.Factory{
+		New: func(tb testing.TB, cfg brokertest.Config) broker.Broker {
+			return newRedisNode(tb, srv, broker.RedisConfig{Handler: cfg.Handler, Retention: cfg.Retention})
+		},
+		MultiNode: true,
+		Subscriptions: func(tb testing.TB, topic string) int {
+			return numSub(tb, admin, topic)
+		},
+	}
+}
+
+// newRedisNode starts a Redis broker on srv; cfg.URL and a test logger are
+// filled in. The caller closes it.
+func newRedisNode(tb testing.TB, srv *testenv.Redis, cfg broker.RedisConfig) *broker.Redis {
+	tb.Helper()
+	cfg.URL = srv.URL()
+	if cfg.Logger == nil {
+		cfg.Logger = zaptest.NewLogger(tb, zaptest.Level(zap.InfoLevel))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), redisWait)
+	defer cancel()
+	r, err := broker.NewRedis(ctx, cfg)
+	if err != nil {
+		tb.Fatalf("NewRedis: %v", err)
+	}
+	return r
+}
+
+// numSub is PUBSUB NUMSUB of topic's channel: its subscriptions across
+// every node.
+func numSub(tb testing.TB, admin *redis.Client, topic string) int {
+	tb.Helper()
+	ch := broker.ChannelName(topic)
+	res, err := admin.PubSubNumSub(context.Background(), ch).Result()
+	if err != nil {
+		tb.Fatalf("PUBSUB NUMSUB %s: %v", ch, err)
+	}
+	return int(res[ch])
+}
+
+// pubsubClients counts the connections in pub/sub mode.
+func pubsubClients(tb testing.TB, admin *redis.Client) int {
+	tb.Helper()
+	list, err := admin.Do(context.Background(), "CLIENT", "LIST", "TYPE", "pubsub").Text()
+	if err != nil {
+		tb.Fatalf("CLIENT LIST TYPE pubsub: %v", err)
+	}
+	return strings.Count(list, "\n")
+}
+
+func TestRedis(t *testing.T) {
+	t.Parallel()
+	brokertest.Run(t, redisFactory(t, startRedis(t)))
+}
+
+// collector is a Handler keeping what it receives.
+type collector struct {
+	mu   sync.Mutex
+	msgs []broker.Message // guarded by mu
+}
+
+func (c *collector) handle(m broker.Message) {
+	c.mu.Lock()
+	c.msgs = append(c.msgs, m)
+	c.mu.Unlock()
+}
+
+// has reports whether a message of topic satisfying ok was received.
+func (c *collector) has(topic string, ok func(broker.Message) bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range c.msgs {
+		if m.Topic == topic && ok(m) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *collector) waitFor(t *testing.T, topic string, what string, ok func(broker.Message) bool) {
+	t.Helper()
+	testenv.Eventually(t, redisWait, func() bool { return c.has(topic, ok) }, "topic %q: no message %s", topic, what)
+}
+
+func position(p broker.Position) func(broker.Message) bool {
+	return func(m broker.Message) bool { return m.Position == p }
+}
+
+func mustPublish(t *testing.T, b broker.Broker, topic string) broker.Position {
+	t.Helper()
+	pos, err := b.Publish(context.Background(), topic, broker.Publication{Event: "e", Data: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatalf("Publish(%q): %v", topic, err)
+	}
+	return pos
+}
+
+// TestRedisOneSubscriptionPerNode: however many local subscribers, a node
+// holds one Redis subscription per topic and one pub/sub connection.
+func TestRedisOneSubscriptionPerNode(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := startRedis(t)
+	admin := srv.Client(t)
+	const callers = 50
+	topics := []string{"one/a", "one/b", "one/c"}
+	var nodes []*broker.Redis
+	for range 2 {
+		n := newRedisNode(t, srv, broker.RedisConfig{})
+		t.Cleanup(func() { _ = n.Close() })
+		nodes = append(nodes, n)
+	}
+
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		for _, topic := range topics {
+			for range callers {
+				wg.Go(func() {
+					if err := n.Subscribe(ctx, topic); err != nil {
+						t.Errorf("Subscribe: %v", err)
+					}
+				})
+			}
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for _, topic := range topics {
+		if got := numSub(t, admin, topic); got != len(nodes) {
+			t.Fatalf("PUBSUB NUMSUB %s = %d, want %d (one per node)", topic, got, len(nodes))
+		}
+	}
+	if got := pubsubClients(t, admin); got != len(nodes) {
+		t.Fatalf("%d pub/sub connections, want %d (one per node)", got, len(nodes))
+	}
+
+	// All but one of node 0's callers leave: still subscribed.
+	topic := topics[0]
+	for range callers - 1 {
+		if err := nodes[0].Unsubscribe(ctx, topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := numSub(t, admin, topic); got != 2 {
+		t.Fatalf("PUBSUB NUMSUB %s = %d with one caller left on each node, want 2", topic, got)
+	}
+	if err := nodes[0].Unsubscribe(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, redisWait, func() bool { return numSub(t, admin, topic) == 1 },
+		"PUBSUB NUMSUB %s = %d after node 0's last caller left, want 1", topic, numSub(t, admin, topic))
+}
+
+// TestRedisRestart: Redis stops and comes back empty on the same port; the
+// node reconnects and resubscribes by itself, delivery resumes, and the
+// topic moves to a new epoch since its history was lost.
+func TestRedisRestart(t *testing.T) {
+	t.Parallel()
+	for _, stop := range []struct {
+		name string
+		stop func(*testenv.Redis)
+	}{
+		{"SIGTERM", (*testenv.Redis).Stop},
+		{"SIGKILL", (*testenv.Redis).Kill},
+	} {
+		t.Run(stop.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			srv := startRedis(t)
+			var col collector
+			var errCount atomic.Int64
+			n := newRedisNode(t, srv, broker.RedisConfig{
+				Handler: col.handle,
+				OnError: func(error) { errCount.Add(1) },
+			})
+			t.Cleanup(func() { _ = n.Close() })
+			topic := "restart/" + stop.name
+			if err := n.Subscribe(ctx, topic); err != nil {
+				t.Fatal(err)
+			}
+			before := mustPublish(t, n, topic)
+			col.waitFor(t, topic, "before the restart", position(before))
+
+			stop.stop(srv)
+			if _, err := n.Publish(ctx, topic, broker.Publication{Data: json.RawMessage(`{}`)}); !errors.Is(err, broker.ErrUnavailable) {
+				t.Fatalf("Publish with Redis down = %v, want ErrUnavailable", err)
+			}
+			if err := n.Ping(ctx); !errors.Is(err, broker.ErrUnavailable) {
+				t.Fatalf("Ping with Redis down = %v, want ErrUnavailable", err)
+			}
+			srv.Restart(t)
+
+			// Publish until one arrives: those published before the node
+			// resubscribed are lost (delivery is at most once).
+			var after broker.Position
+			testenv.Eventually(t, redisWait, func() bool {
+				if pos, err := n.Publish(ctx, topic, broker.Publication{Data: json.RawMessage(`{}`)}); err == nil {
+					after = pos
+				}
+				return col.has(topic, func(m broker.Message) bool { return m.Epoch != before.Epoch })
+			}, "no delivery after Redis restarted")
+			if after.Epoch == before.Epoch || after.Epoch == "" {
+				t.Fatalf("epoch after the restart %q, before %q: want a new one", after.Epoch, before.Epoch)
+			}
+			if got := numSub(t, srv.Client(t), topic); got != 1 {
+				t.Fatalf("PUBSUB NUMSUB after the restart = %d, want 1", got)
+			}
+			last := mustPublish(t, n, topic)
+			col.waitFor(t, topic, "published after recovery", position(last))
+			if errCount.Load() == 0 {
+				t.Fatal("OnError was not called while Redis was down")
+			}
+		})
+	}
+}
+
+// TestRedisPubSubConnectionKilled: Redis kills the node's pub/sub
+// connection; the node resubscribes every topic and delivery resumes.
+func TestRedisPubSubConnectionKilled(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := startRedis(t)
+	admin := srv.Client(t)
+	var col collector
+	n := newRedisNode(t, srv, broker.RedisConfig{Handler: col.handle})
+	t.Cleanup(func() { _ = n.Close() })
+	topics := []string{"killed/a", "killed/b", "killed/c"}
+	for _, topic := range topics {
+		if err := n.Subscribe(ctx, topic); err != nil {
+			t.Fatal(err)
+		}
+		col.waitFor(t, topic, "before the kill", position(mustPublish(t, n, topic)))
+	}
+
+	for round := range 3 {
+		killed, err := admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Result()
+		if err != nil || killed != 1 {
+			t.Fatalf("round %d: CLIENT KILL TYPE pubsub = %d, %v; want 1 connection killed", round, killed, err)
+		}
+		for _, topic := range topics {
+			testenv.Eventually(t, redisWait, func() bool {
+				return numSub(t, admin, topic) == 1
+			}, "round %d: topic %q not resubscribed", round, topic)
+			col.waitFor(t, topic, "after the kill", position(mustPublish(t, n, topic)))
+		}
+	}
+}
+
+// TestRedisLayout pins the documented key layout and payload format, and
+// that a lost meta or history key starts a new epoch.
+func TestRedisLayout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := startRedis(t)
+	admin := srv.Client(t)
+	const ttl = time.Hour
+	n := newRedisNode(t, srv, broker.RedisConfig{Retention: broker.Retention{TTL: ttl, Size: 3}})
+	t.Cleanup(func() { _ = n.Close() })
+	topic := "layout/t:1"
+	meta, history, channel := broker.MetaKey(topic), broker.HistoryKey(topic), broker.ChannelName(topic)
+	if meta != "updraft:{layout/t:1}:meta" || history != "updraft:{layout/t:1}:history" || channel != "updraft:msg:{layout/t:1}" {
+		t.Fatalf("keys %q %q %q", meta, history, channel)
+	}
+
+	raw := admin.Subscribe(ctx, channel)
+	defer raw.Close()
+	if _, err := raw.Receive(ctx); err != nil { // the subscription confirmation
+		t.Fatal(err)
+	}
+	first := mustPublish(t, n, topic)
+	msg, err := raw.ReceiveMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prefix := first.Epoch + ":1:"; !strings.HasPrefix(msg.Payload, prefix) {
+		t.Fatalf("payload %q, want prefix %q", msg.Payload, prefix)
+	}
+	fields, err := admin.HGetAll(ctx, meta).Result()
+	if err != nil || fields["epoch"] != first.Epoch || fields["seq"] != "1" || len(fields) != 2 {
+		t.Fatalf("HGETALL meta = %v, %v", fields, err)
+	}
+	for i := 2; i <= 5; i++ {
+		mustPublish(t, n, topic)
+	}
+	entries, err := admin.XRange(ctx, history, "-", "+").Result()
+	if err != nil || len(entries) != 3 || entries[0].ID != "3-0" || entries[2].ID != "5-0" {
+		t.Fatalf("XRANGE history = %v, %v; want entries 3-0..5-0", entries, err)
+	}
+	for _, key := range []string{meta, history} {
+		if pttl, err := admin.PTTL(ctx, key).Result(); err != nil || pttl <= 0 || pttl > ttl {
+			t.Fatalf("PTTL %s = %v, %v; want within (0, %v]", key, pttl, err, ttl)
+		}
+	}
+
+	for _, lost := range []string{history, meta} {
+		before, err := n.Latest(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.Del(ctx, lost).Err(); err != nil {
+			t.Fatal(err)
+		}
+		pos := mustPublish(t, n, topic)
+		if pos.Epoch == before.Epoch || pos.Seq != 1 {
+			t.Fatalf("after losing %s: publish = %+v, want seq 1 in an epoch other than %q", lost, pos, before.Epoch)
+		}
+		page, err := n.History(ctx, topic, broker.HistoryQuery{})
+		if err != nil || len(page.Messages) != 1 || page.Messages[0].Position != pos {
+			t.Fatalf("after losing %s: History = %+v, %v; want only %+v", lost, page, err, pos)
+		}
+	}
+}
+
+// TestRedisScriptFlushed: the script is loaded again when Redis forgot it.
+func TestRedisScriptFlushed(t *testing.T) {
+	t.Parallel()
+	srv := startRedis(t)
+	n := newRedisNode(t, srv, broker.RedisConfig{})
+	t.Cleanup(func() { _ = n.Close() })
+	mustPublish(t, n, "flush")
+	if err := srv.Client(t).ScriptFlush(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if pos := mustPublish(t, n, "flush"); pos.Seq != 2 {
+		t.Fatalf("publish after SCRIPT FLUSH = %+v, want seq 2", pos)
+	}
+}
+
+func TestNewRedisConfigErrors(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), redisWait)
+	defer cancel()
+	closed := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cases := []struct {
+		url      string
+		want     string
+		wantIs   error
+		mustHide string
+	}{
+		{url: "", want: "RedisConfig.URL"},
+		{url: "http://localhost:6379", want: "RedisConfig.URL"},
+		{url: "redis://:s3cret@" + closed + "/0", want: "RedisConfig.URL", wantIs: broker.ErrUnavailable, mustHide: "s3cret"},
+	}
+	for _, c := range cases {
+		_, err := broker.NewRedis(ctx, broker.RedisConfig{URL: c.url})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("NewRedis(%q) = %v, want an error naming %s", c.url, err, c.want)
+			continue
+		}
+		if c.wantIs != nil && !errors.Is(err, c.wantIs) {
+			t.Errorf("NewRedis(%q) = %v, want %v", c.url, err, c.wantIs)
+		}
+		if c.mustHide != "" && strings.Contains(err.Error(), c.mustHide) {
+			t.Errorf("NewRedis(%q) = %v: the password leaks", c.url, err)
+		}
+	}
+}
+
+// TestRedisSubscriptionsSurviveReconnects: Subscribe and Unsubscribe run
+// while Redis keeps killing the node's pub/sub connection. Once the kills
+// stop, Redis holds a subscription exactly for the topics whose count is
+// positive, and those receive what is published.
+func TestRedisSubscriptionsSurviveReconnects(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := startRedis(t)
+	admin := srv.Client(t)
+	var col collector
+	n := newRedisNode(t, srv, broker.RedisConfig{Handler: col.handle})
+	t.Cleanup(func() { _ = n.Close() })
+
+	var kills, failed atomic.Int64
+	stopKills := make(chan struct{})
+	killsDone := make(chan struct{})
+	go func() {
+		defer close(killsDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stopKills:
+				return
+			default:
+			}
+			if killed, _ := admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Result(); killed > 0 {
+				kills.Add(1)
+			}
+			// Let some commands through between kills.
+			for range i % 5 {
+				_ = admin.Ping(ctx).Err()
+			}
+		}
+	}()
+
+	const workers, rounds = 8, 100
+	counts := make([]int, workers) // counts[w]: references worker w holds on its topic
+	topicOf := func(w int) string { return fmt.Sprintf("reconnects/%d", w) }
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			// Each round takes the count from 0 to 1 and back, a Redis
+			// round trip each way; even workers end with one reference.
+			for i := range rounds {
+				if err := n.Subscribe(ctx, topicOf(w)); err == nil {
+					counts[w]++
+				} else if failed.Add(1); !errors.Is(err, broker.ErrUnavailable) {
+					t.Errorf("Subscribe: %v", err) // failing while connections die is fine, but only so
+				}
+				if counts[w] > 0 && (w%2 == 1 || i < rounds-1) {
+					if err := n.Unsubscribe(ctx, topicOf(w)); err != nil {
+						t.Errorf("Unsubscribe: %v", err)
+					}
+					counts[w]--
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stopKills)
+	<-killsDone
+	if t.Failed() {
+		return
+	}
+	t.Logf("%d pub/sub connections killed, %d of %d Subscribe calls failed", kills.Load(), failed.Load(), workers*rounds)
+	if kills.Load() == 0 {
+		t.Fatal("no pub/sub connection was killed: the test exercised nothing")
+	}
+	for w := range workers {
+		want := 0
+		if counts[w] > 0 {
+			want = 1
+		}
+		testenv.Eventually(t, redisWait, func() bool { return numSub(t, admin, topicOf(w)) == want },
+			"topic %q: NUMSUB %d, want %d (count %d)", topicOf(w), numSub(t, admin, topicOf(w)), want, counts[w])
+		if want == 1 {
+			col.waitFor(t, topicOf(w), "after the kills", position(mustPublish(t, n, topicOf(w))))
+		}
+	}
+}
+
+// TestRedisSubscribeRefused: a Redis user not allowed on a topic's channel
+// gets an error from Subscribe, not a silent subscription; allowed topics
+// keep working.
+func TestRedisSubscribeRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := startRedis(t)
+	admin := srv.Client(t)
+	if err := admin.Do(ctx, "ACL", "SETUSER", "limited", "on", ">pw", "~*", "&updraft:msg:{ok/*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var col collector
+	n, err := broker.NewRedis(ctx, broker.RedisConfig{
+		URL:     "redis://limited:pw@" + srv.Addr() + "/0",
+		Handler: col.handle,
+		Logger:  zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+
+	if err := n.Subscribe(ctx, "denied/x"); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Fatalf("Subscribe to a denied channel = %v, want a NOPERM error", err)
+	}
+	if err := n.Unsubscribe(ctx, "denied/x"); !errors.Is(err, broker.ErrNotSubscribed) {
+		t.Fatalf("Unsubscribe after a refused Subscribe = %v, want ErrNotSubscribed", err)
+	}
+	if err := n.Subscribe(ctx, "ok/x"); err != nil {
+		t.Fatal(err)
+	}
+	col.waitFor(t, "ok/x", "on the allowed topic", position(mustPublish(t, n, "ok/x")))
+}

@@ -1,0 +1,134 @@
+package client
+
+import (
+	"errors"
+	"math"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/updraft/updraft/protocol"
+)
+
+// reaction is what the client does after a connection ended.
+type reaction int
+
+const (
+	reactStop    reaction = iota // stay disconnected
+	reactBackoff                 // reconnect after the backoff
+	reactAtOnce                  // reconnect without waiting
+)
+
+// reactTo maps a close code to the client's reaction, following the
+// protocol's table. canRenewToken says whether TokenFunc can supply the new
+// token that a 4001 calls for.
+func reactTo(code int, canRenewToken bool) reaction {
+	switch code {
+	case protocol.CloseDraining:
+		return reactAtOnce
+	case protocol.CloseProtocol, protocol.CloseForbidden, protocol.CloseUnsupportedData:
+		return reactStop
+	case protocol.CloseUnauthorized:
+		if canRenewToken {
+			return reactBackoff
+		}
+		return reactStop
+	}
+	return reactBackoff
+}
+
+// backoff returns the sleep before reconnect attempt n (0 for the first):
+// full jitter, a random duration in [0, min(max, base*2^n)]. rnd(k) returns
+// a random int64 in [0, k).
+func backoff(n int, base, max time.Duration, rnd func(int64) int64) time.Duration {
+	ceil := base
+	for i := 0; i < n && ceil < max; i++ {
+		if ceil > max/2 {
+			ceil = max
+			break
+		}
+		ceil *= 2
+	}
+	if ceil > max {
+		ceil = max
+	}
+	if ceil <= 0 {
+		return 0
+	}
+	if ceil == math.MaxInt64 {
+		return time.Duration(rnd(math.MaxInt64))
+	}
+	return time.Duration(rnd(int64(ceil) + 1))
+}
+
+// run watches the current connection and, when it ends, reconnects as the
+// close code says, until the client stops.
+func (c *Client) run(cn *conn) {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-cn.done:
+		case <-c.ctx.Done():
+			return
+		}
+		ce := cn.closeErr // set before done was closed
+		if !c.dropped(cn, ce) {
+			return
+		}
+		r := reactTo(ce.Code, c.opts.TokenFunc != nil)
+		if r == reactStop {
+			c.log.Info("client: not reconnecting", zap.Int("code", ce.Code), zap.String("reason", ce.Reason))
+			c.stop(ce)
+			return
+		}
+		c.mu.Lock()
+		c.setStatusLocked(StatusReconnecting)
+		c.mu.Unlock()
+		if cn = c.reconnect(r == reactAtOnce); cn == nil {
+			return
+		}
+	}
+}
+
+// reconnect connects again, sleeping the backoff before each attempt (but
+// the first when atOnce), and returns the attached connection, or nil when
+// the client stopped.
+func (c *Client) reconnect(atOnce bool) *conn {
+	for attempt := 0; ; attempt++ {
+		if !atOnce || attempt > 0 {
+			d := backoff(attempt, c.opts.MinBackoff, c.opts.MaxBackoff, c.opts.rand)
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-c.ctx.Done():
+				t.Stop()
+				return nil
+			}
+		}
+		ctx, cancel := c.requestContext(c.ctx)
+		cn, err := c.connect(ctx)
+		cancel()
+		if err == nil {
+			if c.attach(cn) {
+				return cn
+			}
+			return nil
+		}
+		if c.ctx.Err() != nil {
+			return nil
+		}
+		var perr *protocol.Error
+		var ce *CloseError
+		switch {
+		case errors.As(err, &perr) && perr.Code == protocol.CodeUnauthorized && c.opts.TokenFunc == nil:
+			c.log.Warn("client: reconnect refused, no way to get a new token", zap.Error(err))
+			c.stop(err)
+			return nil
+		case errors.As(err, &ce) && reactTo(ce.Code, c.opts.TokenFunc != nil) == reactStop:
+			c.log.Warn("client: reconnect closed by the server", zap.Int("code", ce.Code), zap.String("reason", ce.Reason))
+			c.stop(ce)
+			return nil
+		}
+		c.log.Info("client: reconnect failed", zap.Int("attempt", attempt+1), zap.Error(err))
+	}
+}

@@ -1,0 +1,325 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/updraft/updraft/protocol"
+)
+
+// Subscription is a client's subscription to one topic. It lasts across
+// reconnects until Unsubscribe, until the server refuses to renew it, or
+// until the client stops; Done tells when it ended.
+type Subscription struct {
+	c       *Client
+	topic   string
+	handler func(protocol.Event)
+	cfg     subscribeConfig
+
+	// pos is the last position seen: the last event's, or the subscribe
+	// reply's when no event came yet. Guarded by c.mu.
+	pos protocol.Position
+	// result is the last successful subscribe reply. Guarded by c.mu.
+	result protocol.SubscribeResult
+	// active is set by the first successful subscribe reply. Guarded by c.mu.
+	active bool
+	// ready is closed with the first subscribe outcome; readyErr says which.
+	// Guarded by c.mu.
+	ready    chan struct{}
+	readyErr error
+	// err is why the subscription ended. Guarded by c.mu.
+	err  error
+	done chan struct{} // closed when the subscription ended
+}
+
+// SubscribeOption configures a subscription.
+type SubscribeOption func(*subscribeConfig)
+
+type subscribeConfig struct {
+	filter      string
+	since       protocol.Position
+	onResub     func(protocol.SubscribeResult, error)
+	hasOnResub  bool
+	sinceWanted bool
+}
+
+// WithFilter sets a row filter on a table topic, such as
+// "status=eq.paid&amount=gt.100"; the server ANDs it with the filters forced
+// by the token.
+func WithFilter(filter string) SubscribeOption {
+	return func(c *subscribeConfig) { c.filter = filter }
+}
+
+// WithSince asks for every event after pos, as when resuming from a
+// position stored earlier; Subscription.Result tells whether the server
+// could recover them.
+func WithSince(pos protocol.Position) SubscribeOption {
+	return func(c *subscribeConfig) { c.since, c.sinceWanted = pos, true }
+}
+
+// WithOnResubscribe sets a function called after each automatic
+// resubscription that follows a reconnect, on the handler goroutine and
+// ordered with the events. res.Recovered false means events may have been
+// missed (the topic moved to a new epoch or its history no longer reaches
+// back): reload the state some other way. A non-nil err means the server
+// refused the subscription, which has then ended.
+func WithOnResubscribe(fn func(res protocol.SubscribeResult, err error)) SubscribeOption {
+	return func(c *subscribeConfig) { c.onResub, c.hasOnResub = fn, fn != nil }
+}
+
+// Subscribe subscribes to topic and returns once the server accepted.
+// h receives the topic's events in seq order on the client's handler
+// goroutine (see the package documentation); it may be nil. While the
+// client is reconnecting, Subscribe waits for the connection. A refusal
+// wraps the server's *protocol.Error (forbidden, bad_request, ...).
+func (c *Client) Subscribe(ctx context.Context, topic string, h func(protocol.Event), opts ...SubscribeOption) (*Subscription, error) {
+	if err := protocol.ValidateTopic(topic); err != nil {
+		return nil, err
+	}
+	s := &Subscription{c: c, topic: topic, handler: h, ready: make(chan struct{}), done: make(chan struct{})}
+	for _, o := range opts {
+		o(&s.cfg)
+	}
+	if s.cfg.sinceWanted {
+		s.pos = s.cfg.since
+	}
+
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return nil, err
+	}
+	if c.subs[topic] != nil {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", ErrSubscribed, topic)
+	}
+	c.subs[topic] = s
+	if c.conn != nil {
+		c.sendSubscribeLocked(c.conn, s) // else attach sends it
+	}
+	c.mu.Unlock()
+
+	ctx, cancel := c.requestContext(ctx)
+	defer cancel()
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		c.mu.Lock()
+		if !s.active {
+			// A late ok reply unsubscribes.
+			c.endLocked(s, fmt.Errorf("client: subscribe %s: %w", topic, ctx.Err()))
+		}
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.readyErr != nil {
+		return nil, s.readyErr
+	}
+	return s, nil
+}
+
+// Unsubscribe ends the subscription to topic. The handler gets no event
+// after Unsubscribe returned.
+func (c *Client) Unsubscribe(ctx context.Context, topic string) error {
+	c.mu.Lock()
+	s := c.subs[topic]
+	c.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("%w: %s", ErrNotSubscribed, topic)
+	}
+	return s.Unsubscribe(ctx)
+}
+
+// Topic returns the subscription's topic.
+func (s *Subscription) Topic() string { return s.topic }
+
+// Position returns the last position the client saw on the topic: the last
+// event's, or the subscribe reply's when no event came since. It is what
+// the client sends as since when it resubscribes.
+func (s *Subscription) Position() protocol.Position {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.pos
+}
+
+// Result returns the server's last successful reply to subscribing,
+// renewed on each resubscription.
+func (s *Subscription) Result() protocol.SubscribeResult {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.result
+}
+
+// Done is closed when the subscription ended; Err tells why.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Err returns nil while the subscription lasts and after Unsubscribe; else
+// why it ended: the server refused to renew it, or the client stopped.
+func (s *Subscription) Err() error {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	return s.err
+}
+
+// Unsubscribe ends the subscription. The handler gets no event after
+// Unsubscribe returned. If the connection drops meanwhile, the server
+// forgot the subscription anyway and Unsubscribe returns nil.
+func (s *Subscription) Unsubscribe(ctx context.Context) error {
+	c := s.c
+	c.mu.Lock()
+	if c.subs[s.topic] != s {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotSubscribed, s.topic)
+	}
+	c.endLocked(s, nil)
+	cn := c.conn
+	if cn == nil {
+		c.mu.Unlock()
+		return nil // nothing to tell a server we are not connected to
+	}
+	// Queued under the lock, so it precedes any later subscribe to the topic.
+	p, err := cn.start(&protocol.Request{Type: protocol.TypeUnsubscribe, Topic: s.topic})
+	c.mu.Unlock()
+	if err == nil {
+		ctx, cancel := c.requestContext(ctx)
+		defer cancel()
+		_, err = p.wait(ctx)
+	}
+	var lost *CloseError
+	if errors.As(err, &lost) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("client: unsubscribe %s: %w", s.topic, err)
+	}
+	return nil
+}
+
+// endLocked ends s with err (nil for Unsubscribe) and forgets it.
+func (c *Client) endLocked(s *Subscription, err error) {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.err = err
+	close(s.done)
+	if s.readyErr == nil && !s.active {
+		s.readyErr = err
+		if err == nil {
+			s.readyErr = fmt.Errorf("%w: %s", ErrNotSubscribed, s.topic)
+		}
+		close(s.ready)
+	}
+	if c.subs[s.topic] == s {
+		delete(c.subs, s.topic)
+	}
+}
+
+// sendSubscribeLocked sends s's subscribe request on cn, with since when
+// the client has seen a position on the topic.
+func (c *Client) sendSubscribeLocked(cn *conn, s *Subscription) {
+	req := &protocol.Request{Type: protocol.TypeSubscribe, Topic: s.topic, Filter: s.cfg.filter}
+	if s.pos.Epoch != "" || s.cfg.sinceWanted {
+		since := s.pos
+		req.Since = &since
+	}
+	withSince := req.Since != nil
+	_, err := cn.send(req, func(r *protocol.Reply, err error) { c.subscribed(cn, s, withSince, r, err) })
+	var lost *CloseError
+	if err != nil && !errors.As(err, &lost) {
+		// Cannot be sent at all (too large): the server will never accept it.
+		c.endLocked(s, fmt.Errorf("client: subscribe %s: %w", s.topic, err))
+	}
+	// On a lost connection, attach sends it again on the next one.
+}
+
+// subscribed handles the reply to a subscribe sent on cn.
+func (c *Client) subscribed(cn *conn, s *Subscription, withSince bool, r *protocol.Reply, err error) {
+	if err != nil {
+		return // the connection ended; the next one resubscribes
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-s.done:
+		// Ended while the request was in flight. Unless the topic was
+		// subscribed again (whose request follows this one), make sure the
+		// server forgets it.
+		if r.OK && c.subs[s.topic] == nil && c.conn == cn {
+			_, _ = cn.send(&protocol.Request{Type: protocol.TypeUnsubscribe, Topic: s.topic}, nil)
+		}
+		return
+	default:
+	}
+	resub := s.active
+	if !r.OK {
+		err := fmt.Errorf("client: subscribe %s: %w", s.topic, r.Error)
+		c.endLocked(s, err)
+		if resub && s.cfg.hasOnResub {
+			fn := s.cfg.onResub
+			c.disp.push(func() { fn(protocol.SubscribeResult{}, err) }, false)
+		}
+		c.log.Warn("client: subscription refused", zap.String("topic", s.topic), zap.Error(r.Error))
+		return
+	}
+	var res protocol.SubscribeResult
+	if err := json.Unmarshal(r.Data, &res); err != nil {
+		c.log.Warn("client: bad subscribe reply data", zap.String("topic", s.topic), zap.Error(err))
+	}
+	s.result = res
+	if !withSince || !res.Recovered {
+		// The server delivers only what follows its reply: start from its
+		// position, unless events beyond it came already.
+		if s.pos.Epoch != res.Epoch || s.pos.Seq < res.Seq {
+			s.pos = protocol.Position{Epoch: res.Epoch, Seq: res.Seq}
+		}
+	}
+	s.active = true
+	if s.readyErr == nil {
+		select {
+		case <-s.ready:
+		default:
+			close(s.ready)
+		}
+	}
+	if resub && s.cfg.hasOnResub {
+		fn := s.cfg.onResub
+		c.disp.push(func() { fn(res, nil) }, false)
+	}
+}
+
+// event records an event's position and queues it for its handler. An
+// event at or below the position already seen (same epoch) is a duplicate
+// and is dropped.
+func (c *Client) event(ev protocol.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.subs[ev.Topic]
+	if s == nil {
+		return // unsubscribed meanwhile
+	}
+	if ev.Epoch != "" && ev.Epoch == s.pos.Epoch && ev.Seq <= s.pos.Seq {
+		c.log.Debug("client: duplicate event dropped", zap.String("topic", ev.Topic), zap.Uint64("seq", ev.Seq))
+		return
+	}
+	s.pos = ev.Position()
+	if s.handler != nil {
+		c.disp.push(func() { s.deliver(ev) }, false)
+	}
+}
+
+// deliver calls the handler unless the subscription ended meanwhile.
+func (s *Subscription) deliver(ev protocol.Event) {
+	select {
+	case <-s.done:
+	default:
+		s.handler(ev)
+	}
+}
