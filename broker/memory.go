@@ -253,8 +253,8 @@ func (m *Memory) Close() error {
 		s := &m.shards[i]
 		s.mu.RLock()
 		for _, t := range s.topics {
-			//lint:ignore SA2001 an empty critical section is the point: a barrier
 			t.mu.Lock()
+			//lint:ignore SA2001 an empty critical section is the point: a barrier
 			t.mu.Unlock()
 		}
 		s.mu.RUnlock()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -120,8 +121,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log = log.With(zap.String("node", cfg.NodeID))
 
 	reg := prometheus.NewRegistry()
-	var gw *gateway.Server
-	deliver := func(m broker.Message) { gw.Deliver(m) }
+	// The broker is built before the gateway it delivers to; its callbacks
+	// reach the gateway through this pointer, set once the gateway exists.
+	// Nothing is subscribed before then, so no message is dropped.
+	var gwp atomic.Pointer[gateway.Server]
+	deliver := func(m broker.Message) {
+		if gw := gwp.Load(); gw != nil {
+			gw.Deliver(m)
+		}
+	}
 	retention := broker.Retention{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}
 	var b broker.Broker
 	mode := "embedded (single node, in memory)"
@@ -132,7 +140,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rb, err := broker.NewRedis(rctx, broker.RedisConfig{
 			URL: cfg.RedisURL, Retention: retention, Handler: deliver, Logger: log.Named("broker"),
-			OnError: func(err error) { gw.RedisError(err) },
+			OnError: func(err error) {
+				if gw := gwp.Load(); gw != nil {
+					gw.RedisError(err)
+				}
+			},
 		})
 		cancel()
 		if err != nil {
@@ -142,7 +154,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer b.Close()
 
-	gw, err = gateway.New(gateway.Config{
+	gw, err := gateway.New(gateway.Config{
 		NodeID:           cfg.NodeID,
 		Broker:           b,
 		JWTSecret:        []byte(cfg.JWTSecret),
@@ -161,6 +173,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	gwp.Store(gw)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("UPDRAFT_ADDR: %w", err)
