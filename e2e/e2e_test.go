@@ -253,7 +253,7 @@ func tryEmitBatch(node *testenv.Node, items []emitItem) ([]emitResult, error) {
 
 // metric reads one unlabelled (or fully labelled) series from a node's
 // /metrics, e.g. `updraft_slow_consumer_closes_total`.
-func metric(t *testing.T, node *testenv.Node, series string) float64 {
+func metric(t testing.TB, node *testenv.Node, series string) float64 {
 	t.Helper()
 	resp, err := http.Get(node.URL() + "/metrics")
 	if err != nil {
