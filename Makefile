@@ -38,8 +38,14 @@ help:
 build:
 	$(GO) build -o $(BIN) ./cmd/updraft
 
+# What the hint shows: the CLI's default URLs point at 127.0.0.1:8080; any
+# other address needs --url. A set API key is shown as $UPDRAFT_API_KEY.
+RUN_HOST = $(if $(filter :%,$(UPDRAFT_ADDR)),127.0.0.1$(UPDRAFT_ADDR),$(UPDRAFT_ADDR))
+RUN_URL = $(if $(filter 127.0.0.1:8080,$(RUN_HOST)),,--url $(1)://$(RUN_HOST)$(2) )
+RUN_KEY = $(if $(filter dev-key,$(UPDRAFT_API_KEY)),dev-key,\"\$$UPDRAFT_API_KEY\")
+
 run: build
-	@echo "updraft: embedded node on http://$(UPDRAFT_ADDR), try: $(BIN) tail chat/general   then in another terminal: $(BIN) emit --api-key $(if $(filter dev-key,$(UPDRAFT_API_KEY)),dev-key,\"\$$UPDRAFT_API_KEY\") chat/general message '{\"text\":\"hi\"}'"
+	@echo "updraft: embedded node on http://$(RUN_HOST), try: $(BIN) tail $(call RUN_URL,ws,/api/realtime)chat/general   then in another terminal: $(BIN) emit $(call RUN_URL,http,)--api-key $(RUN_KEY) chat/general message '{\"text\":\"hi\"}'"
 	@UPDRAFT_REDIS_URL= UPDRAFT_ALLOW_ANONYMOUS=true UPDRAFT_API_KEY='$(UPDRAFT_API_KEY)' \
 		UPDRAFT_ADDR='$(UPDRAFT_ADDR)' exec $(BIN) serve
 

@@ -149,6 +149,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /api/realtime", s.serveWebSocket)
 	s.mux.HandleFunc("POST /api/v1/emit", s.serveEmit)
 	s.mux.HandleFunc("POST /api/v1/emit/batch", s.serveEmitBatch)
+	s.mux.HandleFunc("POST /api/v1/stream", s.serveStream)
 	s.mux.HandleFunc("GET /api/v1/history", s.serveHistory)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
