@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/updraft/updraft/broker"
@@ -23,9 +24,59 @@ type hubShard struct {
 }
 
 // subscription is one session's subscription to one topic.
+//
+// A new subscription starts out holding: Deliver parks the topic's live
+// messages in held instead of queueing them, while the session reads what
+// the client must get first (its position, recovered history). release
+// then sends the held messages past that point and switches to live
+// delivery, so the client sees no gap and no duplicate.
 type subscription struct {
 	sess  *session
 	topic string
+
+	holding atomic.Bool // set until release; read lock-free by Deliver
+	mu      sync.Mutex
+	held    []heldMessage // guarded by mu; live messages parked while holding
+}
+
+type heldMessage struct {
+	epoch string
+	seq   uint64
+	frame []byte
+}
+
+// hold parks a live message while the subscription is being set up. It
+// reports false when the subscription went live meanwhile, and the caller
+// sends the message itself. Too many parked messages close the session as
+// a slow consumer.
+func (sub *subscription) hold(m *broker.Message, frame []byte) bool {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if !sub.holding.Load() {
+		return false
+	}
+	if len(sub.held) >= sub.sess.srv.cfg.SendQueue {
+		sub.sess.slowConsumer()
+		return true
+	}
+	sub.held = append(sub.held, heldMessage{epoch: m.Epoch, seq: m.Seq, frame: frame})
+	return true
+}
+
+// release sends the parked messages that come after pos (a later epoch, or
+// a higher seq in pos's epoch) and makes the subscription live. Messages
+// delivered meanwhile wait for it, so order is kept.
+func (sub *subscription) release(pos broker.Position) {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	for _, h := range sub.held {
+		if h.epoch != pos.Epoch || h.seq > pos.Seq {
+			sub.sess.send(h.frame)
+			pos = broker.Position{Epoch: h.epoch, Seq: h.seq}
+		}
+	}
+	sub.held = nil
+	sub.holding.Store(false)
 }
 
 func newHub() *hub {
@@ -90,6 +141,9 @@ func (s *Server) Deliver(m broker.Message) {
 	frame := protocol.AppendEvent(make([]byte, 0, len(m.Data)+len(m.Old)+len(m.From)+len(m.Topic)+128), &ev)
 	n := 0
 	for sub := range set {
+		if sub.holding.Load() && sub.hold(&m, frame) {
+			continue
+		}
 		if sub.sess.send(frame) {
 			n++
 		}

@@ -1,6 +1,10 @@
 package gateway
 
-import "sync"
+import (
+	"context"
+	"errors"
+	"sync"
+)
 
 // sendQueue is a connection's bounded outbox. The hub and the session push
 // encoded messages without ever blocking; one writer goroutine takes
@@ -14,6 +18,7 @@ type sendQueue struct {
 	maxItems int
 	maxBytes int
 	ready    chan struct{} // capacity 1: "there is something to take"
+	taken    chan struct{} // capacity 1: "the writer took what was queued"
 
 	mu    sync.Mutex
 	items [][]byte // guarded by mu
@@ -26,7 +31,7 @@ type sendQueue struct {
 }
 
 func newSendQueue(maxItems, maxBytes int) *sendQueue {
-	return &sendQueue{maxItems: maxItems, maxBytes: maxBytes, ready: make(chan struct{}, 1)}
+	return &sendQueue{maxItems: maxItems, maxBytes: maxBytes, ready: make(chan struct{}, 1), taken: make(chan struct{}, 1)}
 }
 
 // push queues b. It reports false when the queue is closed or full; full
@@ -74,6 +79,29 @@ func (q *sendQueue) finish(code int, reason string, last []byte, discard bool) b
 	return true
 }
 
+// pushWait queues b like push, but when the queue is full it waits for the
+// writer to make room instead of failing, until ctx ends. It is for bulk
+// sends that the session itself paces (recovered history), never for the
+// fan-out path.
+func (q *sendQueue) pushWait(ctx context.Context, b []byte) error {
+	for {
+		ok, full := q.push(b)
+		switch {
+		case ok:
+			return nil
+		case !full:
+			return errQueueClosed
+		}
+		select {
+		case <-q.taken:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+var errQueueClosed = errors.New("gateway: connection closing")
+
 func (q *sendQueue) signal() {
 	select {
 	case q.ready <- struct{}{}:
@@ -91,5 +119,9 @@ func (q *sendQueue) take(dst [][]byte) (items [][]byte, done bool, code int, rea
 	q.items, q.bytes = q.items[:0], 0
 	done, code, reason = q.done, q.closeCode, q.closeReason
 	q.mu.Unlock()
+	select {
+	case q.taken <- struct{}{}:
+	default:
+	}
 	return dst, done, code, reason
 }

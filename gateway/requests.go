@@ -99,6 +99,13 @@ func (sess *session) armExpiry() {
 	})
 }
 
+// maxRewind caps rewind; history itself holds at most UPDRAFT_HISTORY_SIZE.
+const maxRewind = 100000
+
+// recoveryTimeout bounds how long recovered history may wait for room in
+// a client's outbox before the client counts as a slow consumer.
+const recoveryTimeout = 30 * time.Second
+
 func (sess *session) handleSubscribe(req *protocol.Request) {
 	topic := req.Topic
 	if err := protocol.ValidateTopic(topic); err != nil {
@@ -121,18 +128,28 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 	case req.Presence:
 		sess.replyError(req.Ref, protocol.CodeUnavailable, "presence is not available in this version of the server")
 		return
-	case req.Rewind < 0:
-		sess.replyError(req.Ref, protocol.CodeBadRequest, "rewind must not be negative")
+	case req.Rewind < 0 || req.Rewind > maxRewind:
+		sess.replyError(req.Ref, protocol.CodeBadRequest, fmt.Sprintf("rewind must be between 0 and %d", maxRewind))
+		return
+	case req.Rewind > 0 && req.Since != nil:
+		sess.replyError(req.Ref, protocol.CodeBadRequest, "since and rewind cannot be combined")
 		return
 	}
-	if _, ok := sess.subs[topic]; !ok {
-		if len(sess.subs) >= sess.srv.cfg.MaxSubscriptions {
-			sess.replyError(req.Ref, protocol.CodeTooLarge,
-				fmt.Sprintf("subscription limit reached: at most %d per connection (UPDRAFT_MAX_SUBSCRIPTIONS)", sess.srv.cfg.MaxSubscriptions))
-			return
-		}
-		sub := &subscription{sess: sess, topic: topic}
-		sess.srv.hub.add(sub)
+	old, resubscribe := sess.subs[topic]
+	if !resubscribe && len(sess.subs) >= sess.srv.cfg.MaxSubscriptions {
+		sess.replyError(req.Ref, protocol.CodeTooLarge,
+			fmt.Sprintf("subscription limit reached: at most %d per connection (UPDRAFT_MAX_SUBSCRIPTIONS)", sess.srv.cfg.MaxSubscriptions))
+		return
+	}
+
+	// Go live first, holding live messages back, then read what the client
+	// must get before them: no message can fall between the two.
+	sub := &subscription{sess: sess, topic: topic}
+	sub.holding.Store(true)
+	sess.srv.hub.add(sub)
+	if resubscribe {
+		sess.srv.hub.remove(old) // the node keeps its one broker reference
+	} else {
 		ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
 		err := sess.srv.cfg.Broker.Subscribe(ctx, topic)
 		cancel()
@@ -141,19 +158,102 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 			sess.brokerError(req.Ref, "subscribe", err)
 			return
 		}
-		sess.subs[topic] = sub
 		sess.srv.metrics.subscriptions.Inc()
 	}
+	sess.subs[topic] = sub
+
 	ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
-	pos, err := sess.srv.cfg.Broker.Latest(ctx, topic)
+	cu, err := sess.srv.catchUp(ctx, topic, req.Since, req.Rewind)
 	cancel()
 	if err != nil {
+		sess.unsubscribe(sub)
 		sess.brokerError(req.Ref, "subscribe", err)
 		return
 	}
-	// Recovery (since, rewind) comes with history replay; until then a
-	// client asking for it is told honestly that nothing was recovered.
-	sess.replyOK(req.Ref, protocol.SubscribeResult{Epoch: pos.Epoch, Seq: pos.Seq, Recovered: false})
+	sess.replyOK(req.Ref, protocol.SubscribeResult{Epoch: cu.latest.Epoch, Seq: cu.latest.Seq, Recovered: cu.recovered})
+	if err := sess.sendHistory(cu.messages); err != nil {
+		if !errors.Is(err, errQueueClosed) {
+			sess.slowConsumer()
+		}
+		return
+	}
+	sub.release(cu.from)
+}
+
+// catchUpResult is what a new subscription gets before live messages.
+type catchUpResult struct {
+	latest    broker.Position  // the topic's position when read
+	messages  []broker.Message // history to deliver first, ascending
+	from      broker.Position  // live delivery continues after this
+	recovered bool
+}
+
+// catchUp reads the topic's position and, for since or rewind, the history
+// to deliver. since recovers only within the topic's current epoch, and
+// only when history still holds every message after since.Seq; otherwise
+// nothing is replayed and recovered is false. since {"", 0} means from
+// the start of the retained history.
+func (s *Server) catchUp(ctx context.Context, topic string, since *protocol.Position, rewind int) (catchUpResult, error) {
+	var r catchUpResult
+	switch {
+	case rewind > 0:
+		page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{Limit: rewind})
+		if err != nil {
+			return r, err
+		}
+		r.latest, r.messages, r.recovered = page.Latest, page.Messages, true
+	case since != nil:
+		page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{After: since.Seq})
+		if err != nil {
+			return r, err
+		}
+		r.latest = page.Latest
+		sameEpoch := since.Epoch == page.Latest.Epoch || since.Epoch == "" && since.Seq == 0
+		complete := since.Seq >= page.Latest.Seq ||
+			len(page.Messages) > 0 && page.Messages[0].Seq == since.Seq+1
+		if sameEpoch && since.Seq <= page.Latest.Seq && complete {
+			r.messages, r.recovered = page.Messages, true
+			r.from = broker.Position{Epoch: page.Latest.Epoch, Seq: since.Seq}
+		}
+	default:
+		latest, err := s.cfg.Broker.Latest(ctx, topic)
+		if err != nil {
+			return r, err
+		}
+		r.latest = latest
+	}
+	if n := len(r.messages); n > 0 {
+		r.from = r.messages[n-1].Position
+	} else if !r.recovered || rewind > 0 {
+		r.from = r.latest
+	}
+	return r, nil
+}
+
+// sendHistory queues recovered messages, packed into frame-sized items,
+// waiting for the writer when the outbox is full.
+func (sess *session) sendHistory(msgs []broker.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(sess.ctx, recoveryTimeout)
+	defer cancel()
+	var chunk []byte
+	for i := range msgs {
+		m := &msgs[i]
+		if len(chunk) > 0 {
+			chunk = append(chunk, protocol.Separator)
+		}
+		chunk = protocol.AppendEvent(chunk, &protocol.Event{Topic: m.Topic, Event: m.Event, Epoch: m.Epoch, Seq: m.Seq, TS: m.TS, From: m.From, Data: m.Data, Old: m.Old})
+		if len(chunk) >= maxFrameOut/2 || i == len(msgs)-1 {
+			if err := sess.queue.pushWait(ctx, chunk); err != nil {
+				return err
+			}
+			chunk = nil
+		}
+	}
+	sess.srv.metrics.messagesOut.Add(float64(len(msgs)))
+	return nil
 }
 
 func (sess *session) handleUnsubscribe(req *protocol.Request) {
@@ -216,6 +316,10 @@ func (sess *session) handlePublish(req *protocol.Request) {
 func (sess *session) handleHistory(req *protocol.Request) {
 	if err := protocol.ValidateTopic(req.Topic); err != nil {
 		sess.replyError(req.Ref, protocol.CodeBadRequest, err.Error())
+		return
+	}
+	if req.Limit < 0 {
+		sess.replyError(req.Ref, protocol.CodeBadRequest, "limit must not be negative")
 		return
 	}
 	if !protocol.MatchAny(sess.claims.Subscribe, req.Topic) {

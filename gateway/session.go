@@ -122,11 +122,18 @@ func (sess *session) seen() { sess.lastSeen.Store(time.Now().UnixNano()) }
 // the session as a slow consumer. It reports whether b was queued.
 func (sess *session) send(b []byte) bool {
 	ok, full := sess.queue.push(b)
-	if full && sess.queue.finish(protocol.CloseSlowConsumer, "slow consumer", protocol.EncodeDisconnect(protocol.CloseSlowConsumer, "slow consumer"), true) {
+	if full {
+		sess.slowConsumer()
+	}
+	return ok
+}
+
+// slowConsumer closes the session with 4008, dropping its backlog.
+func (sess *session) slowConsumer() {
+	if sess.queue.finish(protocol.CloseSlowConsumer, "slow consumer", protocol.EncodeDisconnect(protocol.CloseSlowConsumer, "slow consumer"), true) {
 		sess.srv.metrics.slowConsumers.Inc()
 		sess.srv.metrics.closes.WithLabelValues("4008").Inc()
 	}
-	return ok
 }
 
 // close asks the writer to send what is queued, then a disconnect message,

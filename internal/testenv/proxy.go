@@ -62,6 +62,18 @@ func (p *Proxy) Close() {
 	p.wg.Wait()
 }
 
+// Cut drops every connection passing through the proxy right now, as a
+// network failure would, and keeps accepting new ones. It returns how many
+// client connections it cut.
+func (p *Proxy) Cut() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+	return len(p.conns) / 2
+}
+
 func (p *Proxy) accept() {
 	defer p.wg.Done()
 	for {
