@@ -56,9 +56,10 @@ type Message struct {
 }
 
 // Handler receives the messages of every topic the node has subscribed to.
-// It is called from the broker's delivery goroutine, for one topic always in
-// seq order, and must not block: it hands the message on and returns. The
-// Message and its byte slices are the handler's to keep.
+// It is called from the broker's delivery goroutines, for one topic never
+// concurrently and always in seq order (see Broker), and must not block: it
+// hands the message on and returns. The Message and its byte slices are the
+// handler's to keep.
 type Handler func(Message)
 
 // HistoryQuery selects retained messages of one topic.
@@ -86,8 +87,21 @@ type HistoryPage struct {
 // subscribed node as one atomic step; history and the live stream never
 // disagree, and each node's Handler sees a topic's messages in seq order.
 //
-// Delivery is at most once per node (a dropped connection to the store can
-// lose live messages); History is how a caller fills a gap it detects.
+// Delivery is exactly once and in order per node. For each subscribed
+// topic, from the first message the node's Handler receives after
+// Subscribe (at the latest, the first published after Subscribe returned)
+// until the last Unsubscribe, the Handler receives every message of the
+// topic's current epoch, once each and in seq order, whatever happens to
+// the connection to the store meanwhile: an implementation whose live
+// stream can lose messages detects the jump and fills it from history
+// before it delivers anything later. A missing message that history no
+// longer holds (trimmed past Retention.Size, or expired) cannot be filled:
+// the implementation reports the gap and delivery continues, in order,
+// with the next message it has. When the topic starts a new epoch,
+// delivery moves to it (from its seq 1 on); the old epoch's messages not
+// delivered by then are lost with its history, which the new epoch in the
+// delivered positions makes plain. Callers need not watch for gaps
+// themselves; History serves clients that catch up from a position.
 type Broker interface {
 	// Publish assigns pub the next position on topic and delivers it.
 	// A nil error means the message is in history and on its way to every

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"slices"
 	"strconv"
@@ -37,7 +38,26 @@ type RedisConfig struct {
 	// count them; NewRedis itself returns its error instead. Caller
 	// cancellations are not counted. It must not block.
 	OnError func(error)
+
+	// CheckInterval is how often the node compares each subscribed topic's
+	// latest position in Redis with what it delivered, to catch a
+	// subscription that stopped delivering while publishes still succeed
+	// (default 1s). A topic found behind on two checks in a row is filled
+	// from history. Each check is one pipelined round trip for all the
+	// node's topics.
+	CheckInterval time.Duration
+	// OnGapFilled, when set, is called with a topic and the number of
+	// messages just delivered from history because the live stream lost
+	// them. It must not block.
+	OnGapFilled func(topic string, n int)
+	// OnGapUnfillable, when set, is called with a topic and the number of
+	// lost messages that history no longer held (trimmed or expired), so
+	// that they were never delivered. It must not block.
+	OnGapUnfillable func(topic string, n int)
 }
+
+// DefaultCheckInterval is RedisConfig.CheckInterval's default.
+const DefaultCheckInterval = time.Second
 
 // Redis key and channel layout. Every name carries the topic as a Redis
 // Cluster hash tag, so one topic's keys live in one slot.
@@ -95,25 +115,71 @@ const (
 	maxReceiveBackoff = time.Second
 )
 
+// fillTimeout bounds one read of a gap fill or of a periodic check. A fill
+// found on the receive loop stalls it for at most this long; when it fails
+// the topic is left to the periodic check.
+const fillTimeout = 2 * time.Second
+
+// checkBatch is the number of topics whose positions one pipelined round
+// trip of the periodic check reads.
+const checkBatch = 1000
+
 // Redis is the Broker of a cluster of nodes joined by one Redis.
 //
 // Publishing runs publish.lua (see the file): positions are assigned in
 // Redis, and history and the live stream never disagree. Each node holds
 // one pub/sub connection and at most one Redis subscription per topic,
 // reference counted across the node's callers. One goroutine reads the
-// pub/sub connection, decodes each message once and calls the Handler; it
-// waits on nothing but Redis.
+// pub/sub connection, decodes each message once and calls the Handler.
+//
+// Redis pub/sub is at most once: a pub/sub connection that is killed,
+// dropped for exceeding its output buffer limit or re-established loses the
+// messages published meanwhile, and a subscription can stop delivering
+// while publishes still succeed. The node therefore tracks, per topic, the
+// last position it delivered, and makes delivery exactly once and in order
+// (the Broker contract):
+//
+//   - Baseline: Subscribe reads the topic's latest position before it sends
+//     SUBSCRIBE and delivers every message after it, so that nothing
+//     published while Subscribe runs is lost either.
+//   - A live message of the same epoch at or below the last delivered seq
+//     is a duplicate (already filled from history) and dropped; one above
+//     the next expected seq reveals a gap, which is read from the history
+//     stream (one XRANGE of at most Retention.Size entries, in a MULTI with
+//     the topic's meta so that the epoch is checked) and delivered before
+//     it. A message of a new epoch moves delivery to that epoch, filling
+//     the new epoch's seqs below it; the old epoch's undelivered messages
+//     went with its history. Late messages of the epoch just left are
+//     dropped.
+//   - Every CheckInterval a checker goroutine reads the latest position of
+//     every subscribed topic (pipelined) and fills a topic found behind on
+//     two checks in a row (so that messages in flight are not taken for
+//     losses), then sends SUBSCRIBE again in case the subscription itself
+//     was lost (a no-op for Redis when it was not). When the receive loop
+//     reads again after a connection error, it asks the checker to fill
+//     every topic at once instead of waiting two checks: the messages
+//     published while the connection was down are lost for sure.
+//   - Fills and live delivery of a topic are serialised by the topic's
+//     delivery lock. A fill the receive loop cannot read (the command
+//     connection failed) is left to the checker: the topic's live messages
+//     are dropped until the checker has filled it from history.
+//
+// Missing messages history no longer holds are reported through
+// OnGapUnfillable and the log, filled ones through OnGapFilled. Messages
+// of an epoch that ended while they were missing cannot be counted.
 //
 // When the pub/sub connection drops (Redis restarted, connection killed),
 // go-redis reconnects on the receive loop's next read and resubscribes
-// every channel; the loop retries with backoff until Redis is back. Live
-// messages published meanwhile are lost (delivery is at most once); History
-// fills the gap, and a Redis that lost its data starts new epochs. A
-// silently dead connection is detected by TCP keep-alive (go-redis probes
-// after 30s idle and gives up after 3 unanswered probes 5s apart).
+// every channel; the loop retries with backoff until Redis is back, and a
+// Redis that lost its data starts new epochs. A silently dead connection is
+// detected by TCP keep-alive (go-redis probes after 30s idle and gives up
+// after 3 unanswered probes 5s apart); meanwhile the checker delivers from
+// history.
 //
-// The Handler runs on the receive loop: a slow Handler delays every topic
-// of the node.
+// The Handler runs on the receive loop or, for fills, on the checker, never
+// concurrently for one topic; a slow Handler delays every topic of the
+// node. It must not call Subscribe or Unsubscribe: both wait for the
+// topic's delivery in progress.
 type Redis struct {
 	client    *redis.Client
 	ps        *redis.PubSub // receiving: only the receive loop; commands: safe for concurrent use
@@ -121,6 +187,10 @@ type Redis struct {
 	handler   Handler
 	log       *zap.Logger
 	onError   func(error)
+
+	checkInterval   time.Duration
+	onGapFilled     func(topic string, n int)
+	onGapUnfillable func(topic string, n int)
 
 	subsMu sync.RWMutex
 	subs   map[string]*redisSub // guarded by subsMu; by topic
@@ -135,9 +205,16 @@ type Redis struct {
 	barriers    map[string]chan bool // guarded by barrierMu; by PING payload
 	nextBarrier atomic.Uint64
 
-	closed   atomic.Bool
-	done     chan struct{} // closed by Close
-	loopDone chan struct{} // closed when the receive loop returns
+	// recheck asks the checker for an immediate check that fills every
+	// topic found behind (after the pub/sub connection was re-established).
+	recheck chan struct{}
+
+	closed    atomic.Bool
+	ctx       context.Context // background reads (fills, checks); canceled by Close
+	cancel    context.CancelFunc
+	done      chan struct{} // closed by Close
+	loopDone  chan struct{} // closed when the receive loop returns
+	checkDone chan struct{} // closed when the checker returns
 }
 
 var _ Broker = (*Redis)(nil)
@@ -152,10 +229,29 @@ type redisSub struct {
 	count int // guarded by lock: Subscribe calls without Unsubscribe
 
 	// active is true while count is positive and Redis confirmed the
-	// subscription. Written under lock, read by the receive loop, which
-	// drops messages of inactive topics: none is delivered after
-	// Unsubscribe returns.
+	// subscription. Written under lock and mu; read under mu by the
+	// receive loop and the checker, which deliver nothing of an inactive
+	// topic: none is delivered after Unsubscribe returns.
 	active atomic.Bool
+
+	// mu is the topic's delivery lock: held by the receive loop and the
+	// checker while they fill gaps and call the Handler, by Subscribe while
+	// it sets the baseline and by Unsubscribe while it stops delivery.
+	mu sync.Mutex
+	// epoch and last are the position of the last message delivered, or
+	// the baseline read by Subscribe. Guarded by mu.
+	epoch string
+	last  uint64
+	// retired is the epoch delivery moved away from; its late messages
+	// are dropped. Guarded by mu.
+	retired string
+	// pending is a position the previous check found ahead of last;
+	// zero when none. Guarded by mu.
+	pending Position
+	// fillFailed is set when the receive loop could not read a gap from
+	// history: live messages are dropped until the checker fills the
+	// topic. Guarded by mu.
+	fillFailed bool
 
 	users int // guarded by Redis.subsMu: calls holding this *redisSub
 }
@@ -166,20 +262,37 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("broker: RedisConfig.URL is required")
 	}
+	if cfg.CheckInterval < 0 {
+		return nil, fmt.Errorf("broker: RedisConfig.CheckInterval %v is negative", cfg.CheckInterval)
+	}
 	opt, err := redis.ParseURL(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("broker: RedisConfig.URL %q: %w", redactURL(cfg.URL), err)
 	}
 	r := &Redis{
-		client:    redis.NewClient(opt),
-		retention: cfg.Retention.withDefaults(),
-		handler:   cfg.Handler,
-		log:       cfg.Logger,
-		onError:   cfg.OnError,
-		subs:      make(map[string]*redisSub),
-		barriers:  make(map[string]chan bool),
-		done:      make(chan struct{}),
-		loopDone:  make(chan struct{}),
+		client:          redis.NewClient(opt),
+		retention:       cfg.Retention.withDefaults(),
+		handler:         cfg.Handler,
+		log:             cfg.Logger,
+		onError:         cfg.OnError,
+		checkInterval:   cfg.CheckInterval,
+		onGapFilled:     cfg.OnGapFilled,
+		onGapUnfillable: cfg.OnGapUnfillable,
+		subs:            make(map[string]*redisSub),
+		barriers:        make(map[string]chan bool),
+		recheck:         make(chan struct{}, 1),
+		done:            make(chan struct{}),
+		loopDone:        make(chan struct{}),
+		checkDone:       make(chan struct{}),
+	}
+	if r.checkInterval == 0 {
+		r.checkInterval = DefaultCheckInterval
+	}
+	if r.onGapFilled == nil {
+		r.onGapFilled = func(string, int) {}
+	}
+	if r.onGapUnfillable == nil {
+		r.onGapUnfillable = func(string, int) {}
 	}
 	if r.handler == nil {
 		r.handler = func(Message) {}
@@ -194,8 +307,10 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		_ = r.client.Close()
 		return nil, fmt.Errorf("broker: RedisConfig.URL %q: %w: %w", redactURL(cfg.URL), ErrUnavailable, err)
 	}
+	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	r.ps = r.client.Subscribe(context.WithoutCancel(ctx)) // no channel yet: connects on first use
 	go r.receive()
+	go r.checker()
 	return r, nil
 }
 
@@ -240,8 +355,9 @@ func (r *Redis) Publish(ctx context.Context, topic string, pub Publication) (Pos
 	return Position{Epoch: epoch, Seq: uint64(seq)}, nil
 }
 
-// Subscribe implements Broker. The first reference sends SUBSCRIBE and
-// returns once Redis confirmed it; later ones only count.
+// Subscribe implements Broker. The first reference reads the topic's
+// latest position (the baseline: every later message is delivered), sends
+// SUBSCRIBE and returns once Redis confirmed it; later ones only count.
 func (r *Redis) Subscribe(ctx context.Context, topic string) error {
 	if r.closed.Load() {
 		return ErrClosed
@@ -259,6 +375,12 @@ func (r *Redis) Subscribe(ctx context.Context, topic string) error {
 		s.count++
 		return nil
 	}
+	// The baseline is read before SUBSCRIBE: messages published in between
+	// reach the receive loop as a gap and are filled from history.
+	base, err := r.readMeta(ctx, topic)
+	if err != nil {
+		return r.fail(ctx, "subscribe", topic, err)
+	}
 	ch := channelName(topic)
 	// The pub/sub connection is shared: a caller's cancellation must not
 	// break it (go-redis drops a connection whose write was cancelled), so
@@ -273,12 +395,17 @@ func (r *Redis) Subscribe(ctx context.Context, topic string) error {
 		return r.fail(ctx, "subscribe", topic, err)
 	}
 	s.count = 1
+	s.mu.Lock()
+	s.epoch, s.last, s.retired = base.Epoch, base.Seq, ""
+	s.pending, s.fillFailed = Position{}, false
 	s.active.Store(true)
+	s.mu.Unlock()
 	return nil
 }
 
 // Unsubscribe implements Broker. The last reference sends UNSUBSCRIBE;
-// delivery of the topic stops before Unsubscribe returns.
+// delivery of the topic stops before Unsubscribe returns (it waits for a
+// delivery in progress, bounded by fillTimeout).
 //
 // Unsubscribe always drops the reference, even when ctx is already done
 // (callers clean up with the context of a connection that just ended): it
@@ -303,7 +430,9 @@ func (r *Redis) Unsubscribe(ctx context.Context, topic string) error {
 	if s.count > 0 {
 		return nil
 	}
+	s.mu.Lock()
 	s.active.Store(false)
+	s.mu.Unlock()
 	if err := r.ps.Unsubscribe(context.WithoutCancel(ctx), channelName(topic)); err != nil && !r.closed.Load() {
 		r.report("redis unsubscribe", topic, err)
 	}
@@ -317,15 +446,20 @@ func (r *Redis) Latest(ctx context.Context, topic string) (Position, error) {
 	if r.closed.Load() {
 		return Position{}, ErrClosed
 	}
-	vals, err := r.client.HMGet(ctx, metaKey(topic), "epoch", "seq").Result()
+	pos, err := r.readMeta(ctx, topic)
 	if err != nil {
 		return Position{}, r.fail(ctx, "latest", topic, err)
 	}
-	pos, err := parseMeta(vals)
-	if err != nil {
-		return Position{}, fmt.Errorf("broker: latest %q: %w", topic, err)
-	}
 	return pos, nil
+}
+
+// readMeta reads topic's latest position from its meta key.
+func (r *Redis) readMeta(ctx context.Context, topic string) (Position, error) {
+	vals, err := r.client.HMGet(ctx, metaKey(topic), "epoch", "seq").Result()
+	if err != nil {
+		return Position{}, err
+	}
+	return parseMeta(vals)
 }
 
 // History implements Broker. Meta and history are read in one MULTI/EXEC,
@@ -444,15 +578,18 @@ func (r *Redis) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close implements Broker: it stops the receive loop, waits for it (so the
-// Handler is not called once Close returns), and closes the connections.
+// Close implements Broker: it stops the receive loop and the checker,
+// waits for them (so the Handler is not called once Close returns), and
+// closes the connections.
 func (r *Redis) Close() error {
 	if !r.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
 	close(r.done)
+	r.cancel()            // ends fills and checks in progress
 	psErr := r.ps.Close() // unblocks the receive loop's read
 	<-r.loopDone
+	<-r.checkDone
 	if err := errors.Join(psErr, r.client.Close()); err != nil {
 		return fmt.Errorf("broker: close: %w", err)
 	}
@@ -612,8 +749,15 @@ func (r *Redis) receive() {
 			continue
 		}
 		if backoff != 0 {
+			// A read after an error: the connection was re-established and
+			// every channel resubscribed, and what was published meanwhile
+			// is lost. Fill every topic now rather than at the next checks.
 			backoff = 0
 			r.log.Info("redis pub/sub connection restored; channels resubscribed")
+			select {
+			case r.recheck <- struct{}{}:
+			default: // a check is already due
+			}
 		}
 		switch m := msg.(type) {
 		case *redis.Message:
@@ -628,7 +772,8 @@ func (r *Redis) receive() {
 }
 
 // deliver decodes a message of a subscribed topic and hands it to the
-// Handler. Messages of topics not (or no longer) subscribed are dropped.
+// Handler, after the messages missing before it. Messages of topics not
+// (or no longer) subscribed are dropped.
 func (r *Redis) deliver(m *redis.Message) {
 	topic, ok := topicOf(m.Channel)
 	if !ok {
@@ -646,7 +791,253 @@ func (r *Redis) deliver(m *redis.Message) {
 		r.onError(err)
 		return
 	}
-	r.handler(Message{Topic: topic, Position: pos, Publication: pub})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active.Load() {
+		r.advance(s, Message{Topic: topic, Position: pos, Publication: pub})
+	}
+}
+
+// advance delivers msg, a live message of s's topic, unless it was
+// delivered already, after filling the gap before it from history. s.mu
+// must be held.
+func (r *Redis) advance(s *redisSub, msg Message) {
+	switch {
+	case s.fillFailed:
+		return // the checker fills the topic from history, msg included
+	case msg.Epoch == s.epoch:
+		if msg.Seq <= s.last {
+			return // delivered already, from history
+		}
+		if msg.Seq > s.last+1 && !r.fill(s, msg.Topic, msg.Epoch, s.last+1, msg.Seq-1) {
+			s.fillFailed = true
+			return
+		}
+	case msg.Epoch == s.retired:
+		return // a late message of the epoch delivery moved away from
+	case msg.Seq > 1:
+		// A new epoch: its seqs below msg are in its history. The old
+		// epoch's missing messages, if any, went with the old history.
+		if !r.fill(s, msg.Topic, msg.Epoch, 1, msg.Seq-1) {
+			s.fillFailed = true
+			return
+		}
+	default:
+		s.moveTo(msg.Epoch)
+	}
+	s.last = msg.Seq
+	r.handler(msg)
+}
+
+// moveTo makes epoch the topic's delivery epoch, before its first seq.
+// s.mu must be held.
+func (s *redisSub) moveTo(epoch string) {
+	if epoch != s.epoch {
+		s.retired, s.epoch, s.last = s.epoch, epoch, 0
+	}
+}
+
+// behind reports whether pos, a position of the topic read from Redis, has
+// messages the node has not delivered. s.mu must be held.
+func (s *redisSub) behind(pos Position) bool {
+	if pos.Epoch == "" || pos.Seq == 0 || pos.Epoch == s.retired {
+		return false // no epoch, or an observation older than what was delivered
+	}
+	return pos.Epoch != s.epoch || pos.Seq > s.last
+}
+
+// fill delivers the messages from..to of topic's epoch that history still
+// holds, in seq order, skipping those delivered already, and leaves s at
+// (epoch, to): the missing messages history no longer holds are reported
+// as unfillable. It reads at most Retention.Size entries in one round
+// trip, the newest of the range, since history retains no more. It returns
+// false, having changed nothing, when history could not be read. s.mu must
+// be held.
+func (r *Redis) fill(s *redisSub, topic, epoch string, from, to uint64) bool {
+	lo := from
+	if size := uint64(r.retention.Size); to-from+1 > size {
+		lo = to - size + 1
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, fillTimeout)
+	defer cancel()
+	var meta *redis.SliceCmd
+	var entries *redis.XMessageSliceCmd
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		meta = p.HMGet(ctx, metaKey(topic), "epoch", "seq")
+		entries = p.XRangeN(ctx, historyKey(topic), strconv.FormatUint(lo, 10), strconv.FormatUint(to, 10), int64(to-lo+1))
+		return nil
+	})
+	if err != nil {
+		if !r.closed.Load() {
+			r.report("redis history read to fill a gap", topic, err)
+		}
+		return false
+	}
+	s.moveTo(epoch)
+	filled := 0
+	if latest, err := parseMeta(meta.Val()); err != nil {
+		r.report("redis meta read to fill a gap", topic, err)
+	} else if latest.Epoch == epoch { // else the epoch's history is gone
+		for _, x := range entries.Val() {
+			m, err := historyMessage(topic, epoch, x)
+			if err != nil {
+				r.report("dropping an undecodable redis history entry", topic, err)
+				continue
+			}
+			if m.Seq <= s.last || m.Seq > to {
+				continue
+			}
+			s.last = m.Seq
+			r.handler(m)
+			filled++
+		}
+	}
+	s.last = to
+	if filled > 0 {
+		r.log.Debug("filled a gap in redis delivery from history",
+			zap.String("topic", topic), zap.String("epoch", epoch), zap.Int("messages", filled))
+		r.onGapFilled(topic, filled)
+	}
+	if lost := int(min(to-from+1, uint64(math.MaxInt))) - filled; lost > 0 {
+		r.log.Warn("messages lost by redis pub/sub are no longer in history",
+			zap.String("topic", topic), zap.String("epoch", epoch),
+			zap.Uint64("from", from), zap.Uint64("to", to), zap.Int("lost", lost))
+		r.onGapUnfillable(topic, lost)
+	}
+	return true
+}
+
+// checker runs the periodic check until Close, and an urgent one when the
+// receive loop asks for it; an urgent check that could not read Redis is
+// repeated at the next tick.
+func (r *Redis) checker() {
+	defer close(r.checkDone)
+	tick := time.NewTicker(r.checkInterval)
+	defer tick.Stop()
+	urgent := false
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-tick.C:
+		case <-r.recheck:
+			urgent = true
+		}
+		if r.check(urgent) {
+			urgent = false
+		}
+	}
+}
+
+// checkedTopic is a subscribed topic as the checker sees it.
+type checkedTopic struct {
+	name string
+	sub  *redisSub
+}
+
+// check reads the latest position of every subscribed topic, a batch of
+// topics per round trip, and fills the topics behind: at once when urgent,
+// otherwise those found behind by the previous check as well. It reports
+// false when Redis could not be read.
+func (r *Redis) check(urgent bool) bool {
+	r.subsMu.RLock()
+	topics := make([]checkedTopic, 0, len(r.subs))
+	for name, s := range r.subs {
+		if s.active.Load() {
+			topics = append(topics, checkedTopic{name, s})
+		}
+	}
+	r.subsMu.RUnlock()
+	for batch := range slices.Chunk(topics, checkBatch) {
+		if r.closed.Load() {
+			return true
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, fillTimeout)
+		cmds := make([]*redis.SliceCmd, len(batch))
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, t := range batch {
+				cmds[i] = p.HMGet(ctx, metaKey(t.name), "epoch", "seq")
+			}
+			return nil
+		})
+		cancel()
+		var rerr redis.Error
+		if err != nil && !errors.As(err, &rerr) { // else some command failed, not the connection
+			if !r.closed.Load() {
+				r.log.Debug("redis position check failed", zap.Error(err))
+				r.onError(err)
+			}
+			return false
+		}
+		for i, t := range batch {
+			vals, err := cmds[i].Result()
+			var latest Position
+			if err == nil {
+				latest, err = parseMeta(vals)
+			}
+			if err != nil {
+				r.report("redis position check", t.name, err)
+				continue
+			}
+			if r.catchUp(t, latest, urgent) {
+				r.resubscribe(t)
+			}
+		}
+	}
+	return true
+}
+
+// catchUp fills t up to latest, read by a check, if it is behind and the
+// fill is due. It reports whether the fill was confirmed by two checks: the
+// subscription itself may be lost.
+func (r *Redis) catchUp(t checkedTopic, latest Position, urgent bool) (confirmed bool) {
+	s := t.sub
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.active.Load() {
+		return false
+	}
+	if !s.behind(latest) {
+		s.pending = Position{}
+		return false
+	}
+	confirmed = s.behind(s.pending) // behind since the previous check
+	if !urgent && !s.fillFailed && !confirmed {
+		s.pending = latest // maybe in flight: look again next time
+		return false
+	}
+	from := uint64(1)
+	if latest.Epoch == s.epoch {
+		from = s.last + 1
+	}
+	if !r.fill(s, t.name, latest.Epoch, from, latest.Seq) {
+		s.pending = latest // fill at the next check
+		return false
+	}
+	s.pending, s.fillFailed = Position{}, false
+	return confirmed && !urgent
+}
+
+// resubscribe sends SUBSCRIBE for t again, in case Redis dropped the
+// subscription while the connection lived: Redis ignores a SUBSCRIBE of a
+// subscribed channel. It gives way to a Subscribe or Unsubscribe of the
+// topic in progress, which decides the subscription.
+func (r *Redis) resubscribe(t checkedTopic) {
+	select {
+	case t.sub.lock <- struct{}{}:
+	default:
+		return
+	}
+	defer func() { <-t.sub.lock }()
+	if t.sub.count == 0 {
+		return
+	}
+	r.log.Info("redis subscription stopped delivering; filled from history and subscribed again", zap.String("topic", t.name))
+	// Without a deadline, like Subscribe: go-redis drops a connection
+	// whose write was cancelled. WriteTimeout bounds it.
+	if err := r.ps.Subscribe(context.WithoutCancel(r.ctx), channelName(t.name)); err != nil && !r.closed.Load() {
+		r.report("redis resubscribe", t.name, err)
+	}
 }
 
 func (r *Redis) releaseBarrier(token string) {
@@ -682,8 +1073,8 @@ func (r *Redis) fail(ctx context.Context, op, topic string, err error) error {
 	}
 	r.onError(err)
 	var rerr redis.Error
-	if errors.As(err, &rerr) {
-		return fmt.Errorf("broker: %s %q: %w", op, topic, err) // Redis answered with an error
+	if errors.As(err, &rerr) || errors.Is(err, errMalformed) {
+		return fmt.Errorf("broker: %s %q: %w", op, topic, err) // Redis answered, with an error or garbage
 	}
 	return fmt.Errorf("broker: %s %q: %w: %w", op, topic, ErrUnavailable, err)
 }

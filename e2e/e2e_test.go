@@ -50,12 +50,24 @@ func nodeEnv(redisURL string, extra map[string]string) map[string]string {
 // startCluster starts one redis-server and n gateways joined by it.
 func startCluster(t *testing.T, n int, extra map[string]string) (*testenv.Redis, []*testenv.Node) {
 	t.Helper()
+	return cluster(t, n, extra, testenv.StartNode)
+}
+
+// startLoadCluster is startCluster with gateways built without -race, for
+// tests whose point is sustained load (see testenv.StartLoadNode).
+func startLoadCluster(t *testing.T, n int, extra map[string]string) (*testenv.Redis, []*testenv.Node) {
+	t.Helper()
+	return cluster(t, n, extra, testenv.StartLoadNode)
+}
+
+func cluster(t *testing.T, n int, extra map[string]string, start func(testing.TB, map[string]string) *testenv.Node) (*testenv.Redis, []*testenv.Node) {
+	t.Helper()
 	r := testenv.StartRedis(t)
 	nodes := make([]*testenv.Node, n)
 	for i := range nodes {
 		env := nodeEnv(r.URL(), extra)
 		env["UPDRAFT_NODE_ID"] = fmt.Sprintf("node-%d", i+1)
-		nodes[i] = testenv.StartNode(t, env)
+		nodes[i] = start(t, env)
 	}
 	return r, nodes
 }

@@ -81,7 +81,7 @@ func (p *publisher) halt(t *testing.T) uint64 {
 // connection 20 times each at random moments and come back with since:
 // every client ends with every seq exactly once, in order.
 func TestGapFreeRecovery(t *testing.T) {
-	_, nodes := startCluster(t, 3, map[string]string{"UPDRAFT_HISTORY_SIZE": "50000"})
+	_, nodes := startLoadCluster(t, 3, map[string]string{"UPDRAFT_HISTORY_SIZE": "50000"})
 	const topic, clients, cuts = "chat/fire", 50, 20
 	addrs := make([]string, len(nodes))
 	for i, n := range nodes {

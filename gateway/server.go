@@ -63,6 +63,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	// DrainTimeout bounds Shutdown (default 15s).
 	DrainTimeout time.Duration
+	// StreamIdleTimeout ends a POST /api/v1/stream whose body sends nothing
+	// for this long: watchers get <event>.error, the caller 408
+	// (default 30s).
+	StreamIdleTimeout time.Duration
 	// Logger (default: no logging).
 	Logger *zap.Logger
 	// Registry receives the gateway's metrics and serves /metrics
@@ -72,15 +76,16 @@ type Config struct {
 
 // Defaults for Config.
 const (
-	DefaultMaxMessage       = 64 << 10
-	DefaultClientRate       = 100
-	DefaultMaxSubscriptions = 256
-	DefaultSendQueue        = 1024
-	DefaultSendQueueBytes   = 8 << 20
-	DefaultHeartbeat        = 25 * time.Second
-	DefaultConnectTimeout   = 10 * time.Second
-	DefaultWriteTimeout     = 10 * time.Second
-	DefaultDrainTimeout     = 15 * time.Second
+	DefaultMaxMessage        = 64 << 10
+	DefaultClientRate        = 100
+	DefaultMaxSubscriptions  = 256
+	DefaultSendQueue         = 1024
+	DefaultSendQueueBytes    = 8 << 20
+	DefaultHeartbeat         = 25 * time.Second
+	DefaultConnectTimeout    = 10 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultDrainTimeout      = 15 * time.Second
+	DefaultStreamIdleTimeout = 30 * time.Second
 )
 
 func (c Config) withDefaults() (Config, error) {
@@ -102,6 +107,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.ConnectTimeout, DefaultConnectTimeout)
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
+	setDefault(&c.StreamIdleTimeout, DefaultStreamIdleTimeout)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}

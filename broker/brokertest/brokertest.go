@@ -66,6 +66,7 @@ func Run(t *testing.T, f Factory) {
 	}{
 		{"Positions", false, testPositions},
 		{"HandlerOrder", false, testHandlerOrder},
+		{"ExactlyOnceInOrder", false, testExactlyOnceInOrder},
 		{"DeliveryOnlyWhileSubscribed", false, testDeliveryOnlyWhileSubscribed},
 		{"SubscribeActiveOnReturn", false, testSubscribeActiveOnReturn},
 		{"RefCount", false, testRefCount},
@@ -100,21 +101,41 @@ type node struct {
 func newNode(t testing.TB, f Factory, ret broker.Retention) *node {
 	t.Helper()
 	rec := &recorder{byTopic: make(map[string][]broker.Message)}
+	// Registered before Close's cleanup, so it runs after it: every
+	// delivery has been seen.
+	t.Cleanup(func() {
+		if v := rec.violations(); len(v) > 0 {
+			t.Errorf("the Handler saw %d duplicate or out-of-order messages, first: %s", len(v), v[0])
+		}
+	})
 	b := f.New(t, Config{Handler: rec.handle, Retention: ret})
 	t.Cleanup(func() { _ = b.Close() })
 	return &node{Broker: b, rec: rec}
 }
 
-// recorder keeps every message a Handler received, by topic.
+// recorder keeps every message a Handler received, by topic, and notes any
+// message that does not come after the topic's previous one: a seq at or
+// below it in the same epoch (a duplicate, or out of order).
 type recorder struct {
 	mu      sync.Mutex
 	byTopic map[string][]broker.Message // guarded by mu
+	bad     []string                    // guarded by mu
 }
 
 func (r *recorder) handle(m broker.Message) {
 	r.mu.Lock()
-	r.byTopic[m.Topic] = append(r.byTopic[m.Topic], m)
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	ms := r.byTopic[m.Topic]
+	if n := len(ms); n > 0 && ms[n-1].Epoch == m.Epoch && ms[n-1].Seq >= m.Seq {
+		r.bad = append(r.bad, fmt.Sprintf("topic %q: seq %d after seq %d in epoch %q", m.Topic, m.Seq, ms[n-1].Seq, m.Epoch))
+	}
+	r.byTopic[m.Topic] = append(ms, m)
+}
+
+func (r *recorder) violations() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.bad...)
 }
 
 func (r *recorder) messages(topic string) []broker.Message {
@@ -299,6 +320,56 @@ func testHandlerOrder(t *testing.T, f Factory) {
 		if string(m.Data) != sent[m.Seq] {
 			t.Fatalf("seq %d: data %s, published %s", m.Seq, m.Data, sent[m.Seq])
 		}
+	}
+}
+
+// testExactlyOnceInOrder: concurrent publishers, on every node the factory
+// can make share a store, on several topics; the subscriber's Handler sees
+// each topic's messages exactly once and in seq order, and nothing more.
+func testExactlyOnceInOrder(t *testing.T, f Factory) {
+	const topics, publishers, each = 3, 4, 40
+	sub := newNode(t, f, broker.Retention{})
+	pubs := []*node{sub}
+	if f.MultiNode {
+		pubs = append(pubs, newNode(t, f, broker.Retention{}))
+	}
+	names := make([]string, topics)
+	for i := range names {
+		names[i] = newTopic(t)
+		subscribe(t, sub, names[i])
+	}
+	var wg sync.WaitGroup
+	for _, topic := range names {
+		for p := range publishers {
+			pub := pubs[p%len(pubs)]
+			wg.Go(func() {
+				for i := range each {
+					data := fmt.Sprintf(`{"p":%d,"i":%d}`, p, i)
+					if _, err := pub.Publish(context.Background(), topic, broker.Publication{Event: "e", Data: json.RawMessage(data)}); err != nil {
+						t.Errorf("Publish: %v", err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	const want = publishers * each
+	for _, topic := range names {
+		sub.rec.wait(t, topic, want)
+		assertDelivered(t, pubs[len(pubs)-1], sub, topic, want)
+		msgs := sub.rec.messages(topic)
+		for i, m := range msgs {
+			if m.Seq != uint64(i+1) || m.Epoch != msgs[0].Epoch {
+				t.Fatalf("topic %q: seqs %v, want 1..%d in one epoch", topic, seqs(msgs), want)
+			}
+		}
+	}
+	if v := sub.rec.violations(); len(v) > 0 {
+		t.Fatalf("%d duplicate or out-of-order messages, first: %s", len(v), v[0])
 	}
 }
 

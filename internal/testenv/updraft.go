@@ -24,11 +24,18 @@ const (
 	tailLines    = 50
 )
 
+// builds are the updraft binaries built so far: [0] without -race, [1]
+// with it.
+var builds [2]struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildDirs holds the directories the builds live in; see Main.
 var (
-	buildOnce sync.Once
-	buildDir  string // the directory holding the binary; see Main
-	buildPath string
-	buildErr  error
+	buildDirsMu sync.Mutex
+	buildDirs   []string
 )
 
 // Binary returns the path of an updraft binary built from this checkout's
@@ -37,13 +44,28 @@ var (
 // race-checked too (see Node's cleanup). The binary lives in a fresh
 // directory under os.TempDir() named updraft-testenv-*; Main removes it, and
 // directories that old runs left behind are removed after a day.
+//
+// UPDRAFT_TESTENV_RACE=1 asks for race-checked gateways from a test binary
+// built without -race: `make test` runs the end-to-end tests that way, so
+// that the many clients inside the test process run at full speed while
+// every gateway is still checked.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() { buildPath, buildErr = build() })
-	if buildErr != nil {
-		t.Fatalf("testenv: building updraft: %v", buildErr)
+	return binary(t, raceEnabled() || os.Getenv("UPDRAFT_TESTENV_RACE") == "1")
+}
+
+func binary(t testing.TB, race bool) string {
+	t.Helper()
+	i := 0
+	if race {
+		i = 1
 	}
-	return buildPath
+	b := &builds[i]
+	b.once.Do(func() { b.path, b.err = build(race) })
+	if b.err != nil {
+		t.Fatalf("testenv: building updraft: %v", b.err)
+	}
+	return b.path
 }
 
 // Main runs a package's tests and then removes the binary Binary built.
@@ -52,13 +74,15 @@ func Binary(t testing.TB) string {
 //	func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 func Main(m *testing.M) int {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
+	buildDirsMu.Lock()
+	defer buildDirsMu.Unlock()
+	for _, dir := range buildDirs {
+		os.RemoveAll(dir)
 	}
 	return code
 }
 
-func build() (string, error) {
+func build(race bool) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
@@ -68,10 +92,12 @@ func build() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	buildDir = dir
+	buildDirsMu.Lock()
+	buildDirs = append(buildDirs, dir)
+	buildDirsMu.Unlock()
 	bin := filepath.Join(dir, "updraft")
 	args := []string{"build", "-buildvcs=false", "-o", bin}
-	if raceEnabled() {
+	if race {
 		args = append(args, "-race")
 	}
 	args = append(args, "./cmd/updraft")
@@ -157,7 +183,20 @@ type Node struct {
 // the test.
 func StartNode(t testing.TB, env map[string]string) *Node {
 	t.Helper()
-	bin := Binary(t)
+	return startNode(t, Binary(t), env)
+}
+
+// StartLoadNode is StartNode with a binary built without -race, for load
+// tests: the race detector slows a gateway five to ten times, which would
+// turn a realistic load into an overload on a small machine. Data races
+// stay the business of the many other tests that run race-checked nodes.
+func StartLoadNode(t testing.TB, env map[string]string) *Node {
+	t.Helper()
+	return startNode(t, binary(t, false), env)
+}
+
+func startNode(t testing.TB, bin string, env map[string]string) *Node {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
 		addr, picked := env["UPDRAFT_ADDR"], false
 		if addr == "" {
