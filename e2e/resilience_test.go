@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -209,5 +210,27 @@ func TestDrain(t *testing.T) {
 	}
 	if moved != onFirst {
 		t.Fatalf("%d clients saw a disconnect, but %d were on the drained node", moved, onFirst)
+	}
+}
+
+// TestHeartbeat: the server pings every heartbeat; a client that answers
+// stays connected, one that stays silent for two heartbeats is closed with
+// 1001.
+func TestHeartbeat(t *testing.T) {
+	node := testenv.StartNode(t, map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_HEARTBEAT": "1s", "UPDRAFT_LOG_LEVEL": "warn"})
+
+	var drops atomic.Int32
+	alive := dial(t, node.WSURL(), client.Options{OnDisconnect: func(int, string) { drops.Add(1) }})
+
+	silent := dialRaw(t, node.WSURL(), nil)
+	silent.connect("") // and then read nothing: its pongs never go out
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		return metric(t, node, `updraft_server_closes_total{code="1001"}`) == 1
+	}, "the silent client was not closed")
+	silent.expectClose(protocol.CloseGoingAway)
+
+	// The answering client lived through the same three-plus heartbeats.
+	if err := alive.Ping(context.Background()); err != nil || drops.Load() != 0 {
+		t.Fatalf("the answering client: ping %v, %d disconnects", err, drops.Load())
 	}
 }

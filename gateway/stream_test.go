@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/updraft/updraft/broker"
 	"github.com/updraft/updraft/internal/testenv"
 	"github.com/updraft/updraft/protocol"
@@ -208,7 +206,7 @@ func TestStreamPublishesLinesAsTheyArrive(t *testing.T) {
 		t.Fatalf("answer %+v, want %+v", got, want)
 	}
 	checkMessage(t, msgs[4], "answer.end", `{"first_seq":1,"last_seq":4,"count":4}`)
-	if n := testutil.ToFloat64(s.metrics.messagesInHTTP); n != 5 {
+	if n := httpMessagesIn(t, s); n != 5 {
 		t.Fatalf("messages_in_total{source=http} = %v, want 5 (4 tokens and the end)", n)
 	}
 }
@@ -340,6 +338,28 @@ func TestStreamMalformedLine(t *testing.T) {
 			checkErrorEvent(t, msgs[len(tt.kept)], "answer.error", tt.want)
 		})
 	}
+}
+
+// httpMessagesIn reads updraft_messages_in_total{source="http"}.
+func httpMessagesIn(t *testing.T, s *Server) float64 {
+	t.Helper()
+	families, err := s.cfg.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "updraft_messages_in_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source" && l.GetValue() == "http" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // checkErrorEvent fails unless m is event with data {"message":...}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// setenv sets the UPDRAFT_* variables of one case, clearing the others
+// serve reads.
+func setenv(t *testing.T, vars map[string]string) {
+	t.Helper()
+	for _, name := range []string{"ADDR", "NODE_ID", "REDIS_URL", "JWT_SECRET", "API_KEY", "ALLOW_ANONYMOUS",
+		"ALLOWED_ORIGINS", "HISTORY_SIZE", "HISTORY_TTL", "MAX_MESSAGE", "CLIENT_RATE", "MAX_SUBSCRIPTIONS",
+		"SEND_QUEUE", "HEARTBEAT", "DRAIN_TIMEOUT", "LOG_LEVEL"} {
+		t.Setenv("UPDRAFT_"+name, "") // restores the variable after the test
+		os.Unsetenv("UPDRAFT_" + name)
+	}
+	for k, v := range vars {
+		t.Setenv(k, v)
+	}
+}
+
+func TestServeConfigDefaults(t *testing.T) {
+	setenv(t, map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true"})
+	c, err := loadServeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":8080" || c.HistorySize != 1000 || c.HistoryTTL != 24*time.Hour || c.MaxMessage != 65536 ||
+		c.ClientRate != 100 || c.MaxSubscriptions != 256 || c.SendQueue != 1024 || c.Heartbeat != 25*time.Second ||
+		c.DrainTimeout != 15*time.Second || c.LogLevel != "info" || c.NodeID == "" || c.RedisURL != "" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+// TestServeConfigErrorsNameTheVariable: every bad value stops start-up with
+// a message naming the variable at fault.
+func TestServeConfigErrorsNameTheVariable(t *testing.T) {
+	tests := []struct {
+		vars map[string]string
+		want string
+	}{
+		{map[string]string{}, "UPDRAFT_JWT_SECRET"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "maybe"}, "UPDRAFT_ALLOW_ANONYMOUS"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_HISTORY_SIZE": "lots"}, "UPDRAFT_HISTORY_SIZE"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_HISTORY_SIZE": "0"}, "UPDRAFT_HISTORY_SIZE"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_HISTORY_TTL": "1 day"}, "UPDRAFT_HISTORY_TTL"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_MAX_MESSAGE": "10"}, "UPDRAFT_MAX_MESSAGE"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_CLIENT_RATE": "-1"}, "UPDRAFT_CLIENT_RATE"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_MAX_SUBSCRIPTIONS": "x"}, "UPDRAFT_MAX_SUBSCRIPTIONS"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_SEND_QUEUE": "0"}, "UPDRAFT_SEND_QUEUE"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_HEARTBEAT": "10ms"}, "UPDRAFT_HEARTBEAT"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_DRAIN_TIMEOUT": "-1s"}, "UPDRAFT_DRAIN_TIMEOUT"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_LOG_LEVEL": "loud"}, "UPDRAFT_LOG_LEVEL"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_ALLOWED_ORIGINS": "app.example.com"}, "UPDRAFT_ALLOWED_ORIGINS"},
+	}
+	for _, tt := range tests {
+		setenv(t, tt.vars)
+		_, err := loadServeConfig()
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: error %v, want one naming %s", tt.vars, err, tt.want)
+		}
+	}
+}
+
+func TestServeRefusesBadRedisURL(t *testing.T) {
+	setenv(t, map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_REDIS_URL": "mysql://nope", "UPDRAFT_ADDR": "127.0.0.1:0"})
+	var stderr strings.Builder
+	if code := run([]string{"serve"}, &strings.Builder{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "UPDRAFT_REDIS_URL") {
+		t.Fatalf("exit %d, stderr %q: want 1 and a message naming UPDRAFT_REDIS_URL", code, stderr.String())
+	}
+}
