@@ -118,4 +118,3 @@ func rssBytes(b *testing.B, pid int) float64 {
 	b.Fatalf("no VmRSS in /proc/%d/status", pid)
 	return 0
 }
-

@@ -89,9 +89,9 @@ func TestGapFreeRecovery(t *testing.T) {
 	}
 
 	type watcher struct {
-		col   *collector
-		lb    *testenv.Proxy
-		c     *client.Client
+		col     *collector
+		lb      *testenv.Proxy
+		c       *client.Client
 		resub   atomic.Int64 // resubscriptions
 		lost    atomic.Int64 // resubscriptions answered recovered:false
 		cuts    atomic.Int64 // cuts that found a connection to cut

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -126,12 +127,22 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 	close(done)
 	if status != http.StatusOK {
 		body.stop()
-		// What is left of the body is not read: the connection cannot
-		// carry another request.
-		w.Header().Set("Connection", "close")
+		lingerClose(w)
 	}
 	wg.Wait()
 	writeJSON(w, status, answer)
+}
+
+// lingerClose marks the connection to be closed after the answer because
+// the rest of the body will not be read, and makes net/http close it the
+// way it does when a body passes an http.MaxBytesReader limit: answer,
+// FIN, a short wait, close. A client still sending its body then reads
+// the answer instead of losing it to a connection reset. net/http offers
+// no other way to ask for that close; this trips the limit of a reader
+// over one in-memory byte, never the request body.
+func lingerClose(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	http.MaxBytesReader(w, io.NopCloser(strings.NewReader("x")), 0).Read(make([]byte, 1)) //nolint:errcheck // the error is the point
 }
 
 // parseStreamQuery validates the query of POST /api/v1/stream.

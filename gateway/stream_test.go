@@ -29,7 +29,8 @@ const (
 )
 
 // streamServer runs a gateway with the in-memory broker (or b) behind an
-// httptest server.
+// httptest server. Its API key is streamKey; cfg.APIKey "-" disables the
+// HTTP API.
 func streamServer(t *testing.T, cfg Config, b broker.Broker) (*Server, *httptest.Server, broker.Broker) {
 	t.Helper()
 	if b == nil {
@@ -39,6 +40,8 @@ func streamServer(t *testing.T, cfg Config, b broker.Broker) (*Server, *httptest
 	cfg.AllowAnonymous = true
 	if cfg.APIKey == "" {
 		cfg.APIKey = streamKey
+	} else if cfg.APIKey == "-" {
+		cfg.APIKey = "" // the HTTP API disabled
 	}
 	s := testServer(t, cfg)
 	hs := httptest.NewServer(s)
@@ -173,7 +176,7 @@ func TestStreamPublishesLinesAsTheyArrive(t *testing.T) {
 		{`"no newline at the end"`, `"no newline at the end"`},
 	}
 	published := 0
-	for _, l := range lines {
+	for _, l := range lines[:len(lines)-1] {
 		write(t, pw, l.raw)
 		if l.data == "" {
 			continue
@@ -187,7 +190,11 @@ func TestStreamPublishesLinesAsTheyArrive(t *testing.T) {
 		checkMessage(t, msgs[published-1], "answer", l.data)
 		noAnswerYet(t, res)
 	}
+	// A last line without "\n" is complete only when the body ends.
+	last := lines[len(lines)-1]
+	write(t, pw, last.raw)
 	pw.Close()
+	published++
 
 	r := answer(t, res)
 	if r.status != http.StatusOK {
@@ -205,6 +212,7 @@ func TestStreamPublishesLinesAsTheyArrive(t *testing.T) {
 	if got != want {
 		t.Fatalf("answer %+v, want %+v", got, want)
 	}
+	checkMessage(t, msgs[3], "answer", last.data)
 	checkMessage(t, msgs[4], "answer.end", `{"first_seq":1,"last_seq":4,"count":4}`)
 	if n := httpMessagesIn(t, s); n != 5 {
 		t.Fatalf("messages_in_total{source=http} = %v, want 5 (4 tokens and the end)", n)
@@ -540,7 +548,7 @@ func TestStreamBrokerFailure(t *testing.T) {
 func TestStreamRefusesBadCalls(t *testing.T) {
 	t.Parallel()
 	_, hs, b := streamServer(t, Config{}, nil)
-	_, noKey, _ := streamServer(t, Config{APIKey: ""}, nil)
+	_, noKey, _ := streamServer(t, Config{APIKey: "-"}, nil)
 	longEvent := strings.Repeat("e", MaxStreamEventLen+1)
 	tests := []struct {
 		name   string
@@ -556,7 +564,7 @@ func TestStreamRefusesBadCalls(t *testing.T) {
 		{"missing event", hs, "topic=chat/ai", streamKey, 400, "bad_request", "invalid event"},
 		{"bad event", hs, "topic=chat/ai&event=a/b", streamKey, 400, "bad_request", "invalid event"},
 		{"reserved event", hs, "topic=chat/ai&event=INSERT", streamKey, 400, "bad_request", "reserved"},
-		{"event without room for suffixes", hs, "topic=chat/ai&event=" + longEvent, streamKey, 400, "bad_request", "at most 60 bytes"},
+		{"event without room for suffixes", hs, "topic=chat/ai&event=" + longEvent, streamKey, 400, "bad_request", fmt.Sprintf("at most %d bytes", MaxStreamEventLen)},
 		{"table topic", hs, "topic=orders&event=answer", streamKey, 403, "forbidden", "tracker"},
 		{"rollup not a duration", hs, streamQuery("answer", "rollup=fast"), streamKey, 400, "bad_request", "rollup"},
 		{"negative rollup", hs, streamQuery("answer", "rollup=-1ms"), streamKey, 400, "bad_request", "rollup"},
