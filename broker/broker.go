@@ -45,6 +45,11 @@ type Publication struct {
 	From string
 	// TS is the publish time in Unix milliseconds; zero means now.
 	TS int64
+	// Persist asks a durable wrapper (package durable) to store the message
+	// in PostgreSQL too; Durable also makes Publish wait until it is
+	// stored. Brokers themselves ignore both, and neither travels with the
+	// message.
+	Persist, Durable bool
 }
 
 // Message is a publication with its topic and position, as delivered to a
@@ -100,8 +105,9 @@ type HistoryPage struct {
 // with the next message it has. When the topic starts a new epoch,
 // delivery moves to it (from its seq 1 on); the old epoch's messages not
 // delivered by then are lost with its history, which the new epoch in the
-// delivered positions makes plain. Callers need not watch for gaps
-// themselves; History serves clients that catch up from a position.
+// delivered positions makes plain. Callers need not fill gaps themselves:
+// a jump in the seqs delivered means history had lost the messages.
+// History serves clients that catch up from a position of their own.
 type Broker interface {
 	// Publish assigns pub the next position on topic and delivers it.
 	// A nil error means the message is in history and on its way to every

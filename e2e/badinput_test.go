@@ -112,6 +112,15 @@ func TestBadInput(t *testing.T) {
 			c.expectError(c.replyTo("f3", `{"type":"subscribe","ref":"f3","topic":"chat/x/y"}`), protocol.CodeForbidden)
 			c.alive()
 		}},
+		{"persist without a database", func(t *testing.T) {
+			c := connected(t)
+			c.expectError(c.replyTo("p1", `{"type":"publish","ref":"p1","topic":"chat/x","event":"m","persist":true}`), protocol.CodeUnavailable)
+			status, body := post(t, node, "/api/v1/emit", apiKey, map[string]any{"topic": "chat/x", "event": "m", "durable": true})
+			if status != http.StatusServiceUnavailable || !bytes.Contains(body, []byte("UPDRAFT_DATABASE_URL")) {
+				t.Fatalf("durable emit without a database: %d %s", status, body)
+			}
+			c.alive()
+		}},
 		{"publish to a table topic", func(t *testing.T) {
 			c := connected(t)
 			c.expectError(c.replyTo("p1", `{"type":"publish","ref":"p1","topic":"orders","event":"m"}`), protocol.CodeForbidden)

@@ -24,6 +24,8 @@ type emitRequest struct {
 	Event   string          `json:"event"`
 	Data    json.RawMessage `json:"data"`
 	Persist bool            `json:"persist"`
+	// Durable: persist, and answer only once the message is stored.
+	Durable bool `json:"durable"`
 }
 
 // apiError is an HTTP API failure: its status and wire error.
@@ -91,8 +93,8 @@ func (s *Server) emit(ctx context.Context, req *emitRequest) (protocol.Position,
 		}
 		return protocol.Position{}, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
 	}
-	if req.Persist {
-		return protocol.Position{}, newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "durable history is not available in this version of the server")
+	if (req.Persist || req.Durable) && !s.cfg.DurableHistory {
+		return protocol.Position{}, newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, errNoDurable)
 	}
 	data := req.Data
 	if len(data) > 0 {
@@ -106,7 +108,7 @@ func (s *Server) emit(ctx context.Context, req *emitRequest) (protocol.Position,
 	}
 	ctx, cancel := context.WithTimeout(ctx, brokerTimeout)
 	defer cancel()
-	pos, err := s.cfg.Broker.Publish(ctx, req.Topic, broker.Publication{Event: req.Event, Data: data})
+	pos, err := s.cfg.Broker.Publish(ctx, req.Topic, broker.Publication{Event: req.Event, Data: data, Persist: req.Persist, Durable: req.Durable})
 	if err != nil {
 		if unavailable(err) {
 			return protocol.Position{}, newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "the message store is unreachable, try again")

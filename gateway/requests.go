@@ -99,8 +99,14 @@ func (sess *session) armExpiry() {
 	})
 }
 
-// maxRewind caps rewind; history itself holds at most UPDRAFT_HISTORY_SIZE.
-const maxRewind = 100000
+// maxRewind caps rewind, and maxRecover the messages since may replay (a
+// persistent topic's history can be far longer than anyone should replay).
+const (
+	maxRewind  = 100000
+	maxRecover = 100000
+)
+
+const errNoDurable = "durable history is not configured on this server (UPDRAFT_DATABASE_URL)"
 
 // recoveryTimeout bounds how long recovered history may wait for room in
 // a client's outbox before the client counts as a slow consumer.
@@ -203,14 +209,14 @@ func (s *Server) catchUp(ctx context.Context, topic string, since *protocol.Posi
 		}
 		r.latest, r.messages, r.recovered = page.Latest, page.Messages, true
 	case since != nil:
-		page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{After: since.Seq})
+		page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{After: since.Seq, Limit: maxRecover + 1})
 		if err != nil {
 			return r, err
 		}
 		r.latest = page.Latest
 		sameEpoch := since.Epoch == page.Latest.Epoch || since.Epoch == "" && since.Seq == 0
 		complete := since.Seq >= page.Latest.Seq ||
-			len(page.Messages) > 0 && page.Messages[0].Seq == since.Seq+1
+			len(page.Messages) > 0 && len(page.Messages) <= maxRecover && page.Messages[0].Seq == since.Seq+1
 		if sameEpoch && since.Seq <= page.Latest.Seq && complete {
 			r.messages, r.recovered = page.Messages, true
 			r.from = broker.Position{Epoch: page.Latest.Epoch, Seq: since.Seq}
@@ -298,12 +304,12 @@ func (sess *session) handlePublish(req *protocol.Request) {
 		sess.replyError(req.Ref, protocol.CodeForbidden, "not allowed to publish to "+req.Topic)
 		return
 	}
-	if req.Persist {
-		sess.replyError(req.Ref, protocol.CodeUnavailable, "durable history is not available in this version of the server")
+	if req.Persist && !sess.srv.cfg.DurableHistory {
+		sess.replyError(req.Ref, protocol.CodeUnavailable, errNoDurable)
 		return
 	}
 	ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
-	pos, err := sess.srv.cfg.Broker.Publish(ctx, req.Topic, broker.Publication{Event: req.Event, Data: req.Data, From: sess.key})
+	pos, err := sess.srv.cfg.Broker.Publish(ctx, req.Topic, broker.Publication{Event: req.Event, Data: req.Data, From: sess.key, Persist: req.Persist})
 	cancel()
 	if err != nil {
 		sess.brokerError(req.Ref, "publish", err)

@@ -31,6 +31,10 @@ type Config struct {
 	// Broker carries messages between nodes. Required; its Handler must
 	// call Server.Deliver.
 	Broker broker.Broker
+	// DurableHistory says the broker keeps persistent topics in PostgreSQL
+	// (package durable): publishes with persist are honoured instead of
+	// refused.
+	DurableHistory bool
 	// JWTSecret verifies client tokens (HS256). Empty: tokens are refused.
 	JWTSecret []byte
 	// AllowAnonymous grants everything to a connect without a token.

@@ -17,7 +17,9 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/durable"
 	"github.com/updraft/updraft/gateway"
+	"github.com/updraft/updraft/protocol"
 )
 
 // serveConfig is `updraft serve`'s configuration, read from UPDRAFT_*
@@ -39,6 +41,10 @@ type serveConfig struct {
 	Heartbeat        time.Duration `envconfig:"HEARTBEAT" default:"25s"`
 	DrainTimeout     time.Duration `envconfig:"DRAIN_TIMEOUT" default:"15s"`
 	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info"`
+
+	DatabaseURL          string   `envconfig:"DATABASE_URL"`
+	PersistTopics        []string `envconfig:"PERSIST_TOPICS"`
+	PersistRetentionDays int      `envconfig:"PERSIST_RETENTION_DAYS" default:"30"`
 }
 
 // loadServeConfig reads and validates the environment. Every error names
@@ -60,6 +66,7 @@ func loadServeConfig() (serveConfig, error) {
 		{"UPDRAFT_SEND_QUEUE", c.SendQueue > 0},
 		{"UPDRAFT_HEARTBEAT", c.Heartbeat >= time.Second},
 		{"UPDRAFT_DRAIN_TIMEOUT", c.DrainTimeout > 0},
+		{"UPDRAFT_PERSIST_RETENTION_DAYS", c.PersistRetentionDays > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {
@@ -79,6 +86,14 @@ func loadServeConfig() (serveConfig, error) {
 		if o != "*" && !strings.Contains(o, "://") {
 			return c, fmt.Errorf("UPDRAFT_ALLOWED_ORIGINS: %q is not an origin like https://app.example.com (or *)", o)
 		}
+	}
+	for _, p := range c.PersistTopics {
+		if err := protocol.ValidatePattern(p); err != nil {
+			return c, fmt.Errorf("UPDRAFT_PERSIST_TOPICS: %w", err)
+		}
+	}
+	if len(c.PersistTopics) > 0 && c.DatabaseURL == "" {
+		return c, errors.New("UPDRAFT_PERSIST_TOPICS needs UPDRAFT_DATABASE_URL: persistent topics are kept in PostgreSQL")
 	}
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
@@ -154,7 +169,26 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer b.Close()
 
+	if cfg.DatabaseURL != "" {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		store, err := durable.Open(dctx, durable.Config{
+			URL:       cfg.DatabaseURL,
+			Retention: time.Duration(cfg.PersistRetentionDays) * 24 * time.Hour,
+			Logger:    log.Named("durable"),
+		})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("UPDRAFT_DATABASE_URL: %w", err)
+		}
+		defer store.Close() // after the gateway drained: stores what is still queued
+		if b, err = durable.Wrap(b, store, cfg.PersistTopics); err != nil {
+			return fmt.Errorf("UPDRAFT_PERSIST_TOPICS: %w", err)
+		}
+		mode += " with durable history"
+	}
+
 	gw, err := gateway.New(gateway.Config{
+		DurableHistory:   cfg.DatabaseURL != "",
 		NodeID:           cfg.NodeID,
 		Broker:           b,
 		JWTSecret:        []byte(cfg.JWTSecret),
