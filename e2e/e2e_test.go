@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,14 +177,6 @@ func seqRange(from, to uint64) []uint64 {
 	return out
 }
 
-func sortedSeqs(m map[uint64]bool) []uint64 {
-	out := make([]uint64, 0, len(m))
-	for s := range m {
-		out = append(out, s)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
-}
 
 // emitItem is one message of an HTTP batch emit.
 type emitItem struct {

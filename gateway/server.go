@@ -135,7 +135,8 @@ type Server struct {
 	hub     *hub
 	mux     *http.ServeMux
 
-	draining atomic.Bool
+	draining   atomic.Bool
+	streamsCut chan struct{} // closed late in a drain: running streams end with E.error
 
 	mu       sync.Mutex            // guards sessions
 	sessions map[*session]struct{} // guarded by mu
@@ -153,7 +154,8 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		metrics:  newMetrics(cfg.Registry),
 		hub:      newHub(),
-		sessions: make(map[*session]struct{}),
+		sessions:   make(map[*session]struct{}),
+		streamsCut: make(chan struct{}),
 	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /api/realtime", s.serveWebSocket)
@@ -218,7 +220,16 @@ func (s *Server) Shutdown(hs *http.Server) error {
 	// connections are not waited for by net/http: they are ours to drain).
 	sctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	go hs.Shutdown(sctx) //nolint:errcheck // bounded by sctx; sessions are drained below
+	httpDone := make(chan struct{})
+	go func() {
+		hs.Shutdown(sctx) //nolint:errcheck // bounded by sctx
+		close(httpDone)
+	}()
+	// Token streams are HTTP requests that can run for minutes: they may go
+	// on for three quarters of the drain, then end with E.error so that
+	// their watchers are not left waiting for a node that is gone.
+	cutStreams := time.AfterFunc(s.cfg.DrainTimeout*3/4, func() { close(s.streamsCut) })
+	defer cutStreams.Stop()
 
 	sessions := s.liveSessions()
 	s.log.Info("draining", zap.Int("sessions", len(sessions)), zap.Duration("timeout", s.cfg.DrainTimeout))
@@ -250,6 +261,10 @@ func (s *Server) Shutdown(hs *http.Server) error {
 		case <-time.After(2 * time.Second):
 			s.log.Warn("sessions still cleaning up after drain timeout")
 		}
+	}
+	select {
+	case <-httpDone:
+	case <-sctx.Done():
 	}
 	s.log.Info("drained", zap.Duration("took", time.Since(start)))
 	return nil

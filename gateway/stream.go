@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +56,10 @@ type streamSummary struct {
 	LastSeq  uint64 `json:"last_seq"`
 	Count    int    `json:"count"`
 }
+
+// errStreamDraining ends a stream still running late in a drain.
+var errStreamDraining = &lineError{status: http.StatusServiceUnavailable, code: protocol.CodeUnavailable,
+	message: "the node is shutting down: stream cut; send the rest to another node"}
 
 // streamAnswer is the 200 answer of POST /api/v1/stream.
 type streamAnswer struct {
@@ -148,7 +154,7 @@ func lingerClose(w http.ResponseWriter) {
 // parseStreamQuery validates the query of POST /api/v1/stream.
 func parseStreamQuery(r *http.Request) (topic, event string, rollup time.Duration, aerr *apiError) {
 	q := r.URL.Query()
-	for k := range q {
+	for _, k := range slices.Sorted(maps.Keys(q)) { // the same error for the same query
 		switch k {
 		case "topic", "event", "rollup":
 			if len(q[k]) > 1 {
@@ -201,8 +207,14 @@ type stream struct {
 func (st *stream) run(items <-chan streamItem) (int, any) {
 	var timer *time.Timer // the rollup window's end; nil until the first window
 	var windowEnd <-chan time.Time
+	var deadline time.Time // when the open window closes
 	for {
 		select {
+		case <-st.srv.streamsCut:
+			if err := st.flush(); err != nil {
+				return st.brokerFailed(err)
+			}
+			return st.finish(errStreamDraining)
 		case <-windowEnd:
 			windowEnd = nil
 			if err := st.flush(); err != nil {
@@ -221,9 +233,11 @@ func (st *stream) run(items <-chan streamItem) (int, any) {
 				}
 				continue
 			}
-			// A window never grows past MaxMessage bytes: flush early and
-			// let this line open the next one.
-			if st.pending > 0 && len(st.window)+1+len(it.data)+1 > st.srv.cfg.MaxMessage {
+			// A line handled after its window closed (the timer and the line
+			// were ready together) opens the next window; and a window never
+			// grows past MaxMessage bytes: it goes out early, and this line
+			// opens the next one.
+			if st.pending > 0 && (!time.Now().Before(deadline) || len(st.window)+1+len(it.data)+1 > st.srv.cfg.MaxMessage) {
 				timer.Stop()
 				windowEnd = nil
 				if err := st.flush(); err != nil {
@@ -237,7 +251,7 @@ func (st *stream) run(items <-chan streamItem) (int, any) {
 				} else {
 					timer.Reset(st.rollup)
 				}
-				windowEnd = timer.C
+				windowEnd, deadline = timer.C, time.Now().Add(st.rollup)
 			} else {
 				st.window = append(st.window, ',')
 			}
@@ -306,8 +320,10 @@ func (st *stream) finish(err error) (int, any) {
 	default:
 		message = "reading the request body failed: " + err.Error() + ": stream aborted"
 	}
+	st.srv.log.Info("stream ended early", zap.String("topic", st.topic), zap.String("event", st.event),
+		zap.Int("messages", st.sum.Count), zap.String("reason", message))
 	if err := st.publishError(message); err != nil {
-		return st.brokerFailed(err)
+		return st.storeFailed(err)
 	}
 	return status, errorBody(code, message)
 }
@@ -315,10 +331,16 @@ func (st *stream) finish(err error) (int, any) {
 // brokerFailed ends a stream whose publish failed: it tries to tell the
 // watchers with E.error and answers 503.
 func (st *stream) brokerFailed(err error) (int, any) {
-	st.srv.log.Warn("stream: publish failed", zap.String("topic", st.topic), zap.Error(err))
 	st.publishError("the message store failed: stream aborted") //nolint:errcheck // best effort: the store just failed
-	return http.StatusServiceUnavailable, errorBody(protocol.CodeUnavailable, "the message store is unreachable: stream aborted after "+
-		fmt.Sprint(st.sum.Count)+" messages")
+	return st.storeFailed(err)
+}
+
+// storeFailed is the 503 answer to a stream the message store failed.
+func (st *stream) storeFailed(err error) (int, any) {
+	st.srv.log.Warn("stream: publish failed", zap.String("topic", st.topic), zap.String("event", st.event),
+		zap.Int("messages", st.sum.Count), zap.Error(err))
+	return http.StatusServiceUnavailable, errorBody(protocol.CodeUnavailable,
+		fmt.Sprintf("the message store failed: stream aborted after %d messages", st.sum.Count))
 }
 
 func (st *stream) publishError(message string) error {

@@ -133,7 +133,7 @@ func waitMessages(t *testing.T, b broker.Broker, topic string, n int) []broker.M
 	testenv.Eventually(t, streamWait, func() bool {
 		got = history(t, b, topic)
 		return len(got) >= n
-	}, "waiting for %d messages on %s", n)
+	}, "waiting for %d messages on %s", n, topic)
 	return got
 }
 
@@ -433,18 +433,19 @@ func TestStreamIdleTimeout(t *testing.T) {
 
 func TestStreamIdleClockRestartsOnData(t *testing.T) {
 	t.Parallel()
-	_, hs, b := streamServer(t, Config{StreamIdleTimeout: 500 * time.Millisecond}, nil)
+	_, hs, b := streamServer(t, Config{StreamIdleTimeout: time.Second}, nil)
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	res := postStream(t, hs, streamQuery("answer"), streamKey, pr)
-	// Ten lines 200ms apart: two seconds in all, none of the gaps idle.
-	for i := range 10 {
+	// Six lines 300ms apart: longer than the idle timeout in all, but no
+	// gap is.
+	for i := range 6 {
 		write(t, pw, fmt.Sprintf("%d\n", i))
 		waitMessages(t, b, streamTopic, i+1)
-		time.Sleep(200 * time.Millisecond) // pacing the writer, not waiting for a condition
+		time.Sleep(300 * time.Millisecond) // pacing the writer, not waiting for a condition
 	}
 	pw.Close()
-	if r := answer(t, res); r.status != http.StatusOK || !strings.Contains(string(r.body), `"count":10`) {
+	if r := answer(t, res); r.status != http.StatusOK || !strings.Contains(string(r.body), `"count":6`) {
 		t.Fatalf("answer %d %s", r.status, r.body)
 	}
 }
@@ -595,4 +596,53 @@ func TestStreamRefusesBadCalls(t *testing.T) {
 			t.Fatalf("%s: %d %s", q, r.status, r.body)
 		}
 	}
+}
+
+// TestStreamCutLateInDrain: a stream still running when its node drains
+// goes on for three quarters of the drain, then ends with E.error and a
+// 503, and the drain completes within its timeout.
+func TestStreamCutLateInDrain(t *testing.T) {
+	t.Parallel()
+	b := newTestBroker(t, nil)
+	s := testServer(t, Config{AllowAnonymous: true, APIKey: streamKey, Broker: b, DrainTimeout: 800 * time.Millisecond})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: s}
+	go hs.Serve(ln)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/api/v1/stream?"+streamQuery("answer"), pr)
+	req.Header.Set("Authorization", "Bearer "+streamKey)
+	res := make(chan streamResponse, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			res <- streamResponse{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		res <- streamResponse{status: resp.StatusCode, body: body, err: err}
+	}()
+	write(t, pw, "\"tok\"\n")
+	waitMessages(t, b, streamTopic, 1)
+
+	start := time.Now()
+	if err := s.Shutdown(hs); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("drain took %v with a drain timeout of 800ms", took)
+	}
+	r := answer(t, res)
+	if e := r.error(t); r.status != http.StatusServiceUnavailable || !strings.Contains(e.Message, "shutting down") {
+		t.Fatalf("answer %d %s", r.status, r.body)
+	}
+	msgs := history(t, b, streamTopic)
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages, want the token and the error", len(msgs))
+	}
+	checkErrorEvent(t, msgs[1], "answer.error", "shutting down")
 }

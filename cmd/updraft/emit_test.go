@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,7 +12,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/updraft/updraft/internal/testenv"
 	"github.com/updraft/updraft/protocol"
 )
 
@@ -233,5 +236,225 @@ func TestEmitDefaultsFromEnv(t *testing.T) {
 	}
 	if r := s.requests(); len(r) != 2 || r[1].auth != "Bearer flag-key" {
 		t.Errorf("requests %+v", r)
+	}
+}
+
+// streamServer is an httptest server for `emit --stream`: it reads the
+// body line by line as it arrives, recording each line, and answers with
+// status and answer once the body ends.
+type streamServer struct {
+	url string
+
+	mu    sync.Mutex
+	req   *http.Request // guarded by mu; the last request, body consumed
+	lines []string      // guarded by mu
+}
+
+func newStreamServer(t *testing.T, status int, answer string) *streamServer {
+	t.Helper()
+	s := &streamServer{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.req = r
+		s.mu.Unlock()
+		sc := bufio.NewScanner(r.Body)
+		for sc.Scan() {
+			s.mu.Lock()
+			s.lines = append(s.lines, sc.Text())
+			s.mu.Unlock()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		io.WriteString(w, answer)
+	}))
+	t.Cleanup(srv.Close)
+	s.url = srv.URL
+	return s
+}
+
+func (s *streamServer) received() (*http.Request, []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.req, append([]string(nil), s.lines...)
+}
+
+type emitResult struct {
+	err    error
+	stdout string
+	stderr string
+}
+
+// emitAsync runs emit in the background with stdin.
+func emitAsync(args []string, stdin io.Reader) <-chan emitResult {
+	out := make(chan emitResult, 1)
+	go func() {
+		var stdout, stderr bytes.Buffer
+		err := emit(context.Background(), args, stdin, &stdout, &stderr)
+		out <- emitResult{err, stdout.String(), stderr.String()}
+	}()
+	return out
+}
+
+func waitEmit(t *testing.T, ch <-chan emitResult) emitResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("emit did not return within 10s")
+		return emitResult{}
+	}
+}
+
+// TestEmitStreamSendsStdinAsItIsRead: each line reaches the server before
+// the next one is written; the request is a chunked stream with the topic,
+// event and rollup in its query; the server's answer is printed.
+func TestEmitStreamSendsStdinAsItIsRead(t *testing.T) {
+	t.Parallel()
+	const final = `{"first_seq":1,"last_seq":3,"count":3,"epoch":"e1"}`
+	s := newStreamServer(t, http.StatusOK, final)
+	stdin, w := io.Pipe()
+	defer w.Close()
+	// Flags after TOPIC EVENT work too.
+	res := emitAsync([]string{"--url", s.url, "--api-key", "key-1", "--stream", "chat/ai", "answer", "--rollup", "40ms"}, stdin)
+
+	tokens := []string{`{"t":"Hel"}`, `{"t":"lo"}`, `{"t":"!"}`}
+	for i, tok := range tokens {
+		if _, err := io.WriteString(w, tok+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 5*time.Second, func() bool {
+			_, lines := s.received()
+			return len(lines) == i+1
+		}, "line %d did not reach the server before standard input went on", i+1)
+		select {
+		case r := <-res:
+			t.Fatalf("emit returned before standard input ended: %+v", r)
+		default:
+		}
+	}
+	w.Close()
+	r := waitEmit(t, res)
+	if r.err != nil {
+		t.Fatalf("emit: %v (stderr %q)", r.err, r.stderr)
+	}
+	if r.stdout != final+"\n" {
+		t.Errorf("output %q", r.stdout)
+	}
+	req, lines := s.received()
+	if strings.Join(lines, "\n") != strings.Join(tokens, "\n") {
+		t.Errorf("server got %q", lines)
+	}
+	if req.Method != http.MethodPost || req.URL.Path != "/api/v1/stream" {
+		t.Errorf("%s %s", req.Method, req.URL.Path)
+	}
+	q := req.URL.Query()
+	if q.Get("topic") != "chat/ai" || q.Get("event") != "answer" || q.Get("rollup") != "40ms" || len(q) != 3 {
+		t.Errorf("query %q", req.URL.RawQuery)
+	}
+	if req.Header.Get("Authorization") != "Bearer key-1" || req.Header.Get("Content-Type") != "application/x-ndjson" {
+		t.Errorf("headers %v", req.Header)
+	}
+	if req.ContentLength != -1 || len(req.TransferEncoding) != 1 || req.TransferEncoding[0] != "chunked" {
+		t.Errorf("Content-Length %d, Transfer-Encoding %v: want a chunked body", req.ContentLength, req.TransferEncoding)
+	}
+}
+
+// TestEmitStreamTimeoutStartsAtEndOfInput: a stream may last longer than
+// --timeout; the timeout bounds only the wait for the answer.
+func TestEmitStreamTimeoutStartsAtEndOfInput(t *testing.T) {
+	t.Parallel()
+	s := newStreamServer(t, http.StatusOK, `{"first_seq":1,"last_seq":2,"count":2,"epoch":"e1"}`)
+	stdin, w := io.Pipe()
+	res := emitAsync([]string{"--url", s.url, "--timeout", "100ms", "--stream", "chat/ai", "answer"}, stdin)
+	io.WriteString(w, "1\n")
+	time.Sleep(300 * time.Millisecond) // a slow model: pacing the input, not waiting for a condition
+	io.WriteString(w, "2\n")
+	w.Close()
+	if r := waitEmit(t, res); r.err != nil {
+		t.Fatalf("emit: %v", r.err)
+	}
+
+	// A server that never answers: emit gives up 100ms after the input ended.
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
+	}))
+	defer hang.Close()
+	r := waitEmit(t, emitAsync([]string{"--url", hang.URL, "--timeout", "100ms", "--stream", "chat/ai", "answer"}, strings.NewReader("1\n")))
+	if r.err == nil || !strings.Contains(r.err.Error(), "no answer within 100ms after standard input ended") {
+		t.Fatalf("emit against a silent server: %v", r.err)
+	}
+}
+
+func TestEmitStreamServerError(t *testing.T) {
+	t.Parallel()
+	s := newStreamServer(t, http.StatusBadRequest, `{"error":{"code":"bad_request","message":"line 2: invalid JSON: invalid character 'o' in literal null (expecting 'u')"}}`)
+	r := waitEmit(t, emitAsync([]string{"--url", s.url, "--api-key", "k", "--stream", "chat/ai", "answer"}, strings.NewReader("1\nnope\n")))
+	var perr *protocol.Error
+	if r.err == nil || !errors.As(r.err, &perr) || perr.Code != protocol.CodeBadRequest || !strings.Contains(r.err.Error(), "line 2") {
+		t.Fatalf("error %v", r.err)
+	}
+	if r.stdout != "" {
+		t.Errorf("printed %q", r.stdout)
+	}
+	s = newStreamServer(t, http.StatusOK, `{"epoch":"e1","seq":4}`)
+	if r := waitEmit(t, emitAsync([]string{"--url", s.url, "--stream", "chat/ai", "answer"}, strings.NewReader("1\n"))); r.err == nil || !strings.Contains(r.err.Error(), "unexpected answer") {
+		t.Fatalf("an emit answer to a stream: %v", r.err)
+	}
+}
+
+func TestEmitStreamBadInput(t *testing.T) {
+	t.Parallel()
+	s := newStreamServer(t, http.StatusOK, `{"first_seq":0,"last_seq":0,"count":0,"epoch":"e1"}`)
+	tests := []struct {
+		name  string
+		args  []string
+		usage bool
+		want  string
+	}{
+		{"DATA with --stream", []string{"--stream", "chat/a", "m", "{}"}, true, "with --stream want TOPIC EVENT"},
+		{"one argument", []string{"--stream", "chat/a"}, true, "with --stream want TOPIC EVENT"},
+		{"persist", []string{"--stream", "--persist", "chat/a", "m"}, true, "--persist cannot be combined"},
+		{"rollup without stream", []string{"--rollup", "40ms", "chat/a", "m", "{}"}, true, "--rollup needs --stream"},
+		{"rollup too long", []string{"--stream", "--rollup", "2s", "chat/a", "m"}, false, "--rollup must be between 0 and 1s"},
+		{"negative rollup", []string{"--stream", "chat/a", "m", "--rollup", "-1ms"}, false, "--rollup must be between"},
+		{"table topic", []string{"--stream", "orders", "m"}, false, "tracker"},
+		{"event too long", []string{"--stream", "chat/a", strings.Repeat("e", 59)}, false, "at most 58 bytes"},
+		{"late unknown flag", []string{"--stream", "chat/a", "m", "--nope"}, true, "flag provided but not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			err := emit(context.Background(), append([]string{"--url", s.url}, tt.args...), strings.NewReader("1\n"), &stdout, &stderr)
+			if err == nil {
+				t.Fatalf("no error")
+			}
+			if errors.Is(err, errUsage) != tt.usage {
+				t.Errorf("usage error %v, want %v: %v", errors.Is(err, errUsage), tt.usage, err)
+			}
+			if !strings.Contains(err.Error()+stderr.String(), tt.want) {
+				t.Errorf("error %q / stderr %q do not mention %q", err, stderr.String(), tt.want)
+			}
+		})
+	}
+	if req, _ := s.received(); req != nil {
+		t.Errorf("bad input reached the server")
+	}
+}
+
+// TestEmitLateFlags: "--name" flags may follow TOPIC EVENT; DATA that
+// starts with a single dash stays DATA.
+func TestEmitLateFlags(t *testing.T) {
+	t.Parallel()
+	s := newEmitServer(t, http.StatusOK, `{"epoch":"e1","seq":1}`)
+	var stdout bytes.Buffer
+	if err := emit(context.Background(), []string{"--url", s.url, "chat/a", "count", "-5", "--api-key", "late"}, strings.NewReader(""), &stdout, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	r := s.requests()
+	if len(r) != 1 || r[0].auth != "Bearer late" || string(r[0].body["data"]) != "-5" {
+		t.Fatalf("requests %+v", r)
 	}
 }

@@ -40,6 +40,7 @@ type serveConfig struct {
 	SendQueue        int           `envconfig:"SEND_QUEUE" default:"1024"`
 	Heartbeat        time.Duration `envconfig:"HEARTBEAT" default:"25s"`
 	DrainTimeout     time.Duration `envconfig:"DRAIN_TIMEOUT" default:"15s"`
+	StreamIdle       time.Duration `envconfig:"STREAM_IDLE" default:"30s"`
 	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info"`
 
 	DatabaseURL          string   `envconfig:"DATABASE_URL"`
@@ -66,6 +67,7 @@ func loadServeConfig() (serveConfig, error) {
 		{"UPDRAFT_SEND_QUEUE", c.SendQueue > 0},
 		{"UPDRAFT_HEARTBEAT", c.Heartbeat >= time.Second},
 		{"UPDRAFT_DRAIN_TIMEOUT", c.DrainTimeout > 0},
+		{"UPDRAFT_STREAM_IDLE", c.StreamIdle > 0},
 		{"UPDRAFT_PERSIST_RETENTION_DAYS", c.PersistRetentionDays > 0},
 	}
 	for _, p := range positive {
@@ -188,21 +190,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	gw, err := gateway.New(gateway.Config{
-		DurableHistory:   cfg.DatabaseURL != "",
-		NodeID:           cfg.NodeID,
-		Broker:           b,
-		JWTSecret:        []byte(cfg.JWTSecret),
-		AllowAnonymous:   cfg.AllowAnonymous,
-		APIKey:           cfg.APIKey,
-		AllowedOrigins:   cfg.AllowedOrigins,
-		MaxMessage:       cfg.MaxMessage,
-		ClientRate:       cfg.ClientRate,
-		MaxSubscriptions: cfg.MaxSubscriptions,
-		SendQueue:        cfg.SendQueue,
-		Heartbeat:        cfg.Heartbeat,
-		DrainTimeout:     cfg.DrainTimeout,
-		Logger:           log.Named("gateway"),
-		Registry:         reg,
+		DurableHistory:    cfg.DatabaseURL != "",
+		NodeID:            cfg.NodeID,
+		Broker:            b,
+		JWTSecret:         []byte(cfg.JWTSecret),
+		AllowAnonymous:    cfg.AllowAnonymous,
+		APIKey:            cfg.APIKey,
+		AllowedOrigins:    cfg.AllowedOrigins,
+		MaxMessage:        cfg.MaxMessage,
+		ClientRate:        cfg.ClientRate,
+		MaxSubscriptions:  cfg.MaxSubscriptions,
+		SendQueue:         cfg.SendQueue,
+		Heartbeat:         cfg.Heartbeat,
+		DrainTimeout:      cfg.DrainTimeout,
+		StreamIdleTimeout: cfg.StreamIdle,
+		Logger:            log.Named("gateway"),
+		Registry:          reg,
 	})
 	if err != nil {
 		return err
