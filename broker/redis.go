@@ -43,16 +43,18 @@ type RedisConfig struct {
 	// latest position in Redis with what it delivered, to catch a
 	// subscription that stopped delivering while publishes still succeed
 	// (default 1s). A topic found behind on two checks in a row is filled
-	// from history. Each check is one pipelined round trip for all the
-	// node's topics.
+	// from history. Each check reads every subscribed topic's meta key,
+	// pipelined: one round trip per 1000 topics.
 	CheckInterval time.Duration
-	// OnGapFilled, when set, is called with a topic and the number of
-	// messages just delivered from history because the live stream lost
-	// them. It must not block.
+	// OnGapFilled, when set, is called with a topic and the number n of
+	// messages about to be delivered from history because the live stream
+	// lost them (or, rarely, because they were late by more than two
+	// checks). It must not block.
 	OnGapFilled func(topic string, n int)
-	// OnGapUnfillable, when set, is called with a topic and the number of
-	// lost messages that history no longer held (trimmed or expired), so
-	// that they were never delivered. It must not block.
+	// OnGapUnfillable, when set, is called with a topic and the number n of
+	// messages the live stream lost that history no longer holds (trimmed
+	// or expired): they are never delivered. It is called before the
+	// messages after them are delivered, and must not block.
 	OnGapUnfillable func(topic string, n int)
 }
 
@@ -139,9 +141,13 @@ const checkBatch = 1000
 // last position it delivered, and makes delivery exactly once and in order
 // (the Broker contract):
 //
-//   - Baseline: Subscribe reads the topic's latest position before it sends
-//     SUBSCRIBE and delivers every message after it, so that nothing
-//     published while Subscribe runs is lost either.
+//   - Baseline: once Redis confirmed the subscription, Subscribe reads the
+//     topic's latest position, and every message after it is delivered:
+//     a loss right after subscribing is caught too. A message at or below
+//     it still in flight was published before Subscribe returned, and is
+//     dropped rather than delivered after its successors. Until the
+//     baseline is known (or when it could not be read) the first message
+//     delivered sets it.
 //   - A live message of the same epoch at or below the last delivered seq
 //     is a duplicate (already filled from history) and dropped; one above
 //     the next expected seq reveals a gap, which is read from the history
@@ -238,8 +244,10 @@ type redisSub struct {
 	// checker while they fill gaps and call the Handler, by Subscribe while
 	// it sets the baseline and by Unsubscribe while it stops delivery.
 	mu sync.Mutex
-	// epoch and last are the position of the last message delivered, or
-	// the baseline read by Subscribe. Guarded by mu.
+	// based is set once the baseline is known; epoch and last are then
+	// the position of the last message delivered, or the baseline read by
+	// Subscribe. Guarded by mu.
+	based bool
 	epoch string
 	last  uint64
 	// retired is the epoch delivery moved away from; its late messages
@@ -355,9 +363,9 @@ func (r *Redis) Publish(ctx context.Context, topic string, pub Publication) (Pos
 	return Position{Epoch: epoch, Seq: uint64(seq)}, nil
 }
 
-// Subscribe implements Broker. The first reference reads the topic's
-// latest position (the baseline: every later message is delivered), sends
-// SUBSCRIBE and returns once Redis confirmed it; later ones only count.
+// Subscribe implements Broker. The first reference sends SUBSCRIBE, and
+// once Redis confirmed it reads the topic's latest position (the baseline:
+// every later message is delivered); later references only count.
 func (r *Redis) Subscribe(ctx context.Context, topic string) error {
 	if r.closed.Load() {
 		return ErrClosed
@@ -375,12 +383,6 @@ func (r *Redis) Subscribe(ctx context.Context, topic string) error {
 		s.count++
 		return nil
 	}
-	// The baseline is read before SUBSCRIBE: messages published in between
-	// reach the receive loop as a gap and are filled from history.
-	base, err := r.readMeta(ctx, topic)
-	if err != nil {
-		return r.fail(ctx, "subscribe", topic, err)
-	}
 	ch := channelName(topic)
 	// The pub/sub connection is shared: a caller's cancellation must not
 	// break it (go-redis drops a connection whose write was cancelled), so
@@ -396,9 +398,24 @@ func (r *Redis) Subscribe(ctx context.Context, topic string) error {
 	}
 	s.count = 1
 	s.mu.Lock()
-	s.epoch, s.last, s.retired = base.Epoch, base.Seq, ""
+	s.based, s.epoch, s.last, s.retired = false, "", 0, ""
 	s.pending, s.fillFailed = Position{}, false
 	s.active.Store(true)
+	s.mu.Unlock()
+	// The subscription is confirmed: every message published from now on
+	// reaches the receive loop, or shows a gap. Without a baseline the
+	// first message delivered sets it, and a loss before it goes unseen.
+	base, err := r.readMeta(ctx, topic)
+	if err != nil {
+		if ctx.Err() == nil && !r.closed.Load() {
+			r.report("redis position read for a new subscription", topic, err)
+		}
+		return nil
+	}
+	s.mu.Lock()
+	if !s.based { // else a message was delivered meanwhile: it is the baseline
+		s.based, s.epoch, s.last = true, base.Epoch, base.Seq
+	}
 	s.mu.Unlock()
 	return nil
 }
@@ -803,6 +820,9 @@ func (r *Redis) deliver(m *redis.Message) {
 // must be held.
 func (r *Redis) advance(s *redisSub, msg Message) {
 	switch {
+	case !s.based:
+		s.based = true
+		s.moveTo(msg.Epoch)
 	case s.fillFailed:
 		return // the checker fills the topic from history, msg included
 	case msg.Epoch == s.epoch:
@@ -854,11 +874,6 @@ func (s *redisSub) behind(pos Position) bool {
 // false, having changed nothing, when history could not be read. s.mu must
 // be held.
 func (r *Redis) fill(s *redisSub, topic, epoch string, from, to uint64) bool {
-	if true {
-		s.moveTo(epoch)
-		s.last = to
-		return true
-	}
 	lo := from
 	if size := uint64(r.retention.Size); to-from+1 > size {
 		lo = to - size + 1
@@ -879,36 +894,39 @@ func (r *Redis) fill(s *redisSub, topic, epoch string, from, to uint64) bool {
 		return false
 	}
 	s.moveTo(epoch)
-	filled := 0
+	var msgs []Message
 	if latest, err := parseMeta(meta.Val()); err != nil {
 		r.report("redis meta read to fill a gap", topic, err)
 	} else if latest.Epoch == epoch { // else the epoch's history is gone
+		msgs = make([]Message, 0, len(entries.Val()))
 		for _, x := range entries.Val() {
 			m, err := historyMessage(topic, epoch, x)
 			if err != nil {
 				r.report("dropping an undecodable redis history entry", topic, err)
 				continue
 			}
-			if m.Seq <= s.last || m.Seq > to {
-				continue
+			if m.Seq > s.last && m.Seq <= to {
+				msgs = append(msgs, m)
 			}
-			s.last = m.Seq
-			r.handler(m)
-			filled++
 		}
 	}
-	s.last = to
-	if filled > 0 {
-		r.log.Debug("filled a gap in redis delivery from history",
-			zap.String("topic", topic), zap.String("epoch", epoch), zap.Int("messages", filled))
-		r.onGapFilled(topic, filled)
-	}
-	if lost := int(min(to-from+1, uint64(math.MaxInt))) - filled; lost > 0 {
+	// Reported before delivery: whoever sees the messages sees the counts.
+	if lost := int(min(to-from+1, uint64(math.MaxInt))) - len(msgs); lost > 0 {
 		r.log.Warn("messages lost by redis pub/sub are no longer in history",
 			zap.String("topic", topic), zap.String("epoch", epoch),
 			zap.Uint64("from", from), zap.Uint64("to", to), zap.Int("lost", lost))
 		r.onGapUnfillable(topic, lost)
 	}
+	if len(msgs) > 0 {
+		r.log.Debug("filling a gap in redis delivery from history",
+			zap.String("topic", topic), zap.String("epoch", epoch), zap.Int("messages", len(msgs)))
+		r.onGapFilled(topic, len(msgs))
+	}
+	for _, m := range msgs {
+		s.last = m.Seq
+		r.handler(m)
+	}
+	s.last = to
 	return true
 }
 
@@ -999,7 +1017,7 @@ func (r *Redis) catchUp(t checkedTopic, latest Position, urgent bool) (confirmed
 	s := t.sub
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.active.Load() {
+	if !s.active.Load() || !s.based {
 		return false
 	}
 	if !s.behind(latest) {

@@ -567,12 +567,6 @@ func (l *seqLog) waitStalled(t *testing.T) {
 	}
 }
 
-func (l *seqLog) snapshot() []uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.seqs)
-}
-
 func (l *seqLog) last() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -668,12 +662,14 @@ func TestRedisNoLossPubSubKilled(t *testing.T) {
 	log := newSeqLog()
 	var gaps gapCounts
 	var errs atomic.Int64
+	retention := broker.Retention{Size: total + 1} // whatever the timing, nothing is unfillable
 	sub := newRedisNode(t, srv, gaps.config(broker.RedisConfig{
-		Handler: log.handle,
-		OnError: func(error) { errs.Add(1) },
+		Handler:   log.handle,
+		Retention: retention,
+		OnError:   func(error) { errs.Add(1) },
 	}))
 	t.Cleanup(func() { _ = sub.Close() })
-	pub := newRedisNode(t, srv, broker.RedisConfig{})
+	pub := newRedisNode(t, srv, broker.RedisConfig{Retention: retention})
 	t.Cleanup(func() { _ = pub.Close() })
 	if err := sub.Subscribe(context.Background(), topic); err != nil {
 		t.Fatal(err)

@@ -177,7 +177,6 @@ func seqRange(from, to uint64) []uint64 {
 	return out
 }
 
-
 // emitItem is one message of an HTTP batch emit.
 type emitItem struct {
 	Topic string          `json:"topic"`

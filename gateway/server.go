@@ -150,10 +150,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		metrics:  newMetrics(cfg.Registry),
-		hub:      newHub(),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		metrics:    newMetrics(cfg.Registry),
+		hub:        newHub(),
 		sessions:   make(map[*session]struct{}),
 		streamsCut: make(chan struct{}),
 	}
