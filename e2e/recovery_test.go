@@ -339,3 +339,33 @@ func TestRecoveryEdges(t *testing.T) {
 		}, "the client did not receive the new epoch's event")
 	})
 }
+
+// TestSilentLoss: a node's Redis pub/sub connection is killed again and
+// again while a topic is published to: Redis drops what it was sending, yet
+// every client on that node receives every seq once, in order, because the
+// node fills the jumps from history.
+func TestSilentLoss(t *testing.T) {
+	r, nodes := startLoadCluster(t, 2, map[string]string{"UPDRAFT_HISTORY_SIZE": "100000"})
+	const topic = "chat/lossy"
+	cols := subscribers(t, nodes[1:], 10, []string{topic})
+	rc := r.Client(t)
+
+	pub := startPublisher(nodes[:1], topic, 2000, 40000)
+	for range 8 { // bounded: 8 kills, 300 ms apart
+		time.Sleep(300 * time.Millisecond) // spacing the kills while the publisher runs
+		if err := rc.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	final := pub.halt(t)
+	for i, c := range cols {
+		testenv.Eventually(t, 30*time.Second, func() bool { return c.count(topic) >= int(final) },
+			"client %d received %d of %d", i, c.count(topic), final)
+		c.checkExactly(t, fmt.Sprintf("client %d", i), topic, seqRange(1, final))
+	}
+	t.Logf("%d messages; node-2 filled %v from history, lost %v", final,
+		metric(t, nodes[1], "updraft_gap_messages_filled_total"), metric(t, nodes[1], "updraft_gap_messages_lost_total"))
+	if lost := metric(t, nodes[1], "updraft_gap_messages_lost_total"); lost != 0 {
+		t.Fatalf("node-2 reports %v messages lost for good", lost)
+	}
+}

@@ -37,6 +37,11 @@ type subscription struct {
 	holding atomic.Bool // set until release; read lock-free by Deliver
 	mu      sync.Mutex
 	held    []heldMessage // guarded by mu; live messages parked while holding
+	// floor is the last position sent by release: a live message at or
+	// below it in its epoch already reached the client from history (the
+	// broker's stream can lag behind a history read). Written once before
+	// holding is cleared, read only after.
+	floor broker.Position
 }
 
 type heldMessage struct {
@@ -76,7 +81,14 @@ func (sub *subscription) release(pos broker.Position) {
 		}
 	}
 	sub.held = nil
+	sub.floor = pos
 	sub.holding.Store(false)
+}
+
+// sent reports whether a live message already reached the client during
+// the subscription's catch-up.
+func (sub *subscription) sent(m *broker.Message) bool {
+	return m.Seq <= sub.floor.Seq && m.Epoch == sub.floor.Epoch
 }
 
 func newHub() *hub {
@@ -141,7 +153,7 @@ func (s *Server) Deliver(m broker.Message) {
 	frame := protocol.AppendEvent(make([]byte, 0, len(m.Data)+len(m.Old)+len(m.From)+len(m.Topic)+128), &ev)
 	n := 0
 	for sub := range set {
-		if sub.holding.Load() && sub.hold(&m, frame) {
+		if sub.holding.Load() && sub.hold(&m, frame) || sub.sent(&m) {
 			continue
 		}
 		if sub.sess.send(frame) {

@@ -17,6 +17,8 @@ type metrics struct {
 	closes           *prometheus.CounterVec // by close code
 	rejected         *prometheus.CounterVec // by error code
 	redisErrors      prometheus.Counter
+	gapsFilled       prometheus.Counter
+	gapsUnfillable   prometheus.Counter
 	messagesInClient prometheus.Counter
 	messagesInHTTP   prometheus.Counter
 }
@@ -52,11 +54,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		redisErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "updraft_redis_errors_total", Help: "Errors talking to Redis.",
 		}),
+		gapsFilled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "updraft_gap_messages_filled_total", Help: "Messages the broker's live stream lost and history supplied.",
+		}),
+		gapsUnfillable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "updraft_gap_messages_lost_total", Help: "Messages the broker's live stream lost that history no longer held.",
+		}),
 	}
 	m.messagesInClient = m.messagesIn.WithLabelValues("client")
 	m.messagesInHTTP = m.messagesIn.WithLabelValues("http")
 	reg.MustRegister(m.connections, m.subscriptions, m.messagesIn, m.messagesOut, m.fanout,
-		m.slowConsumers, m.closes, m.rejected, m.redisErrors,
+		m.slowConsumers, m.closes, m.rejected, m.redisErrors, m.gapsFilled, m.gapsUnfillable,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -64,3 +72,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // RedisError counts one error talking to Redis; give it to the broker as
 // its error hook.
 func (s *Server) RedisError(error) { s.metrics.redisErrors.Inc() }
+
+// GapFilled counts n messages the broker's live stream lost and history
+// supplied; give it to the broker as its gap hook.
+func (s *Server) GapFilled(_ string, n int) { s.metrics.gapsFilled.Add(float64(n)) }
+
+// GapUnfillable counts n messages lost for good between the store and this
+// node; give it to the broker as its unfillable-gap hook.
+func (s *Server) GapUnfillable(_ string, n int) { s.metrics.gapsUnfillable.Add(float64(n)) }

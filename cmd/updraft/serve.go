@@ -162,6 +162,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					gw.RedisError(err)
 				}
 			},
+			OnGapFilled: func(topic string, n int) {
+				if gw := gwp.Load(); gw != nil {
+					gw.GapFilled(topic, n)
+				}
+			},
+			OnGapUnfillable: func(topic string, n int) {
+				if gw := gwp.Load(); gw != nil {
+					gw.GapUnfillable(topic, n)
+				}
+			},
 		})
 		cancel()
 		if err != nil {
