@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -409,28 +408,13 @@ func (l *rateLimiter) overFor(now time.Time) time.Duration {
 	return now.Sub(l.overSince)
 }
 
-// historyResult is the data of a history reply and of GET /api/v1/history.
-type historyResult struct {
-	Epoch    string           `json:"epoch"`
-	Messages []historyMessage `json:"messages"`
-}
-
-type historyMessage struct {
-	Seq   uint64          `json:"seq"`
-	Event string          `json:"event"`
-	TS    int64           `json:"ts"`
-	From  string          `json:"from,omitempty"`
-	Data  json.RawMessage `json:"data,omitempty"`
-	Old   json.RawMessage `json:"old,omitempty"`
-}
-
 // History limits.
 const (
 	defaultHistoryLimit = 50
 	maxHistoryLimit     = 1000
 )
 
-func (s *Server) history(ctx context.Context, topic string, before uint64, limit int) (historyResult, error) {
+func (s *Server) history(ctx context.Context, topic string, before uint64, limit int) (protocol.HistoryResult, error) {
 	switch {
 	case limit <= 0:
 		limit = defaultHistoryLimit
@@ -439,11 +423,11 @@ func (s *Server) history(ctx context.Context, topic string, before uint64, limit
 	}
 	page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{Before: before, Limit: limit})
 	if err != nil {
-		return historyResult{}, err
+		return protocol.HistoryResult{}, err
 	}
-	res := historyResult{Epoch: page.Latest.Epoch, Messages: make([]historyMessage, len(page.Messages))}
+	res := protocol.HistoryResult{Epoch: page.Latest.Epoch, Messages: make([]protocol.HistoryMessage, len(page.Messages))}
 	for i, m := range page.Messages {
-		res.Messages[i] = historyMessage{Seq: m.Seq, Event: m.Event, TS: m.TS, From: m.From, Data: m.Data, Old: m.Old}
+		res.Messages[i] = protocol.HistoryMessage{Seq: m.Seq, Event: m.Event, TS: m.TS, From: m.From, Data: m.Data, Old: m.Old}
 	}
 	return res, nil
 }

@@ -603,34 +603,15 @@ func TestStreamRefusesBadCalls(t *testing.T) {
 // 503, and the drain completes within its timeout.
 func TestStreamCutLateInDrain(t *testing.T) {
 	t.Parallel()
-	b := newTestBroker(t, nil)
-	s := testServer(t, Config{AllowAnonymous: true, APIKey: streamKey, Broker: b, DrainTimeout: 800 * time.Millisecond})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: s}
-	go hs.Serve(ln)
+	s, hs, b := streamServer(t, Config{DrainTimeout: 800 * time.Millisecond}, nil)
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/api/v1/stream?"+streamQuery("answer"), pr)
-	req.Header.Set("Authorization", "Bearer "+streamKey)
-	res := make(chan streamResponse, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			res <- streamResponse{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		res <- streamResponse{status: resp.StatusCode, body: body, err: err}
-	}()
+	res := postStream(t, hs, streamQuery("answer"), streamKey, pr)
 	write(t, pw, "\"tok\"\n")
 	waitMessages(t, b, streamTopic, 1)
 
 	start := time.Now()
-	if err := s.Shutdown(hs); err != nil {
+	if err := s.Shutdown(hs.Config); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took > 2*time.Second {

@@ -155,6 +155,23 @@ type SubscribeResult struct {
 	Recovered bool   `json:"recovered"`
 }
 
+// HistoryResult is the data of a history reply (and the answer of
+// GET /api/v1/history): messages ascending by seq, all of Epoch.
+type HistoryResult struct {
+	Epoch    string           `json:"epoch"`
+	Messages []HistoryMessage `json:"messages"`
+}
+
+// HistoryMessage is one retained message in a HistoryResult.
+type HistoryMessage struct {
+	Seq   uint64          `json:"seq"`
+	Event string          `json:"event"`
+	TS    int64           `json:"ts"`
+	From  string          `json:"from,omitempty"`
+	Data  json.RawMessage `json:"data,omitempty"`
+	Old   json.RawMessage `json:"old,omitempty"`
+}
+
 // Reconnects reports whether a client may reconnect as it is after the
 // server closed with code. After 4001 it may reconnect only with a new token,
 // so the answer for 4001 is false.
