@@ -45,6 +45,15 @@ type subscribeConfig struct {
 	onResub     func(protocol.SubscribeResult, error)
 	hasOnResub  bool
 	sinceWanted bool
+	rewind      int
+}
+
+// WithRewind asks for the last n retained events before live ones (chat
+// scroll-back, a late joiner of a token stream). It applies to the first
+// subscribe only: after a reconnect the client resumes with since, from the
+// last event it saw.
+func WithRewind(n int) SubscribeOption {
+	return func(c *subscribeConfig) { c.rewind = n }
 }
 
 // WithFilter sets a row filter on a table topic, such as
@@ -229,9 +238,11 @@ func (c *Client) sendSubscribeLocked(cn *conn, s *Subscription) {
 	if s.pos.Epoch != "" || s.cfg.sinceWanted {
 		since := s.pos
 		req.Since = &since
+	} else if !s.active {
+		req.Rewind = s.cfg.rewind
 	}
-	withSince := req.Since != nil
-	_, err := cn.send(req, func(r *protocol.Reply, err error) { c.subscribed(cn, s, withSince, r, err) })
+	replays := req.Since != nil || req.Rewind > 0
+	_, err := cn.send(req, func(r *protocol.Reply, err error) { c.subscribed(cn, s, replays, r, err) })
 	var lost *CloseError
 	if err != nil && !errors.As(err, &lost) {
 		// Cannot be sent at all (too large): the server will never accept it.
@@ -241,7 +252,9 @@ func (c *Client) sendSubscribeLocked(cn *conn, s *Subscription) {
 }
 
 // subscribed handles the reply to a subscribe sent on cn.
-func (c *Client) subscribed(cn *conn, s *Subscription, withSince bool, r *protocol.Reply, err error) {
+// replays says the request asked the server to replay history (since or
+// rewind): then the reply's position is not where events start.
+func (c *Client) subscribed(cn *conn, s *Subscription, replays bool, r *protocol.Reply, err error) {
 	if err != nil {
 		return // the connection ended; the next one resubscribes
 	}
@@ -274,7 +287,7 @@ func (c *Client) subscribed(cn *conn, s *Subscription, withSince bool, r *protoc
 		c.log.Warn("client: bad subscribe reply data", zap.String("topic", s.topic), zap.Error(err))
 	}
 	s.result = res
-	if !withSince || !res.Recovered {
+	if !replays || !res.Recovered {
 		// The server delivers only what follows its reply: start from its
 		// position, unless events beyond it came already.
 		if s.pos.Epoch != res.Epoch || s.pos.Seq < res.Seq {

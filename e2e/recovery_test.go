@@ -244,10 +244,18 @@ func TestRecoveryEdges(t *testing.T) {
 		if seqs := events(c, 10); seqs[0] != 41 || seqs[9] != 50 {
 			t.Fatalf("rewind 10 delivered %v, want 41..50", seqs)
 		}
+		// The Go client asks for it with WithRewind.
+		col := newCollector()
+		gc := dial(t, nodes[0].WSURL(), client.Options{})
+		if _, err := gc.Subscribe(context.Background(), topic, col.handle, client.WithRewind(5)); err != nil {
+			t.Fatal(err)
+		}
 		emitN(1)
 		if seqs := events(c, 1); seqs[0] != 51 {
 			t.Fatalf("live after rewind: %v, want 51", seqs)
 		}
+		testenv.Eventually(t, 5*time.Second, func() bool { return col.count(topic) == 6 }, "Go client with WithRewind(5)")
+		col.checkExactly(t, "Go client", topic, seqRange(46, 51))
 	})
 	t.Run("since within history", func(t *testing.T) {
 		c := connected(nodes[0])

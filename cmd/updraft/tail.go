@@ -26,6 +26,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	token := fs.String("token", "", "the `JWT` to connect with (default $UPDRAFT_TOKEN; none connects anonymously)")
 	origin := fs.String("origin", "", "an `Origin` header for the handshake")
 	filter := fs.String("filter", "", "a row `filter` for the table topics (status=eq.paid&amount=gt.100)")
+	rewind := fs.Int("rewind", 0, "first print the last `N` retained events of each topic (chat scroll-back, a stream so far)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: updraft tail [flags] TOPIC [TOPIC...]")
 		fmt.Fprintln(stderr, "\nSubscribes to the topics and prints each event as one JSON line on standard output,")
@@ -35,6 +36,10 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *rewind < 0 {
+		fmt.Fprintln(stderr, "updraft tail: --rewind must not be negative")
+		return errUsage
 	}
 	topics := fs.Args()
 	if len(topics) == 0 {
@@ -101,6 +106,9 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		})}
 		if *filter != "" && protocol.IsTable(t) {
 			sopts = append(sopts, client.WithFilter(*filter))
+		}
+		if *rewind > 0 {
+			sopts = append(sopts, client.WithRewind(*rewind))
 		}
 		if _, err := c.Subscribe(ctx, t, out.event, sopts...); err != nil {
 			if ctx.Err() != nil {
