@@ -14,8 +14,9 @@ UPDRAFT_ADDR ?= 127.0.0.1:8080
 UPDRAFT_API_KEY ?= dev-key
 
 # Tools `make test` needs beyond Go: redis-server always, a C compiler for
-# -race. Add --haproxy here if tests ever start needing it.
-TEST_DEPS := --race
+# -race, the PostgreSQL server (initdb, postgres) for the tests that start
+# their own. Add --haproxy here if tests ever start needing it.
+TEST_DEPS := --race --postgres
 
 # Every Go file we own, for gofmt (testdata may hold deliberately odd code).
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*' \
@@ -27,7 +28,7 @@ GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*'
 help:
 	@echo 'make build    build $(BIN)'
 	@echo 'make run      run one embedded node on $(UPDRAFT_ADDR) (no Redis, anonymous access on)'
-	@echo 'make deps     check (and on Debian/Ubuntu as root, install) redis-server and a C compiler'
+	@echo 'make deps     check (and on Debian/Ubuntu as root, install) redis-server, PostgreSQL and a C compiler'
 	@echo 'make test     go vet, go test -race (e2e: race-checked gateways), then a short fuzz of the protocol decoder'
 	@echo 'make bench    run every benchmark'
 	@echo 'make cluster  Redis + 3 gateways (127.0.0.1:8081-8083) + haproxy on 127.0.0.1:8080'

@@ -7,23 +7,27 @@
 #   scripts/ensure-deps.sh            go, make, redis-server >= 7
 #   scripts/ensure-deps.sh --race     ... and a C compiler (go test -race needs cgo)
 #   scripts/ensure-deps.sh --haproxy  ... and haproxy >= 2.0 (make cluster)
+#   scripts/ensure-deps.sh --postgres ... and the PostgreSQL >= 13 server (initdb, postgres)
 #
-# Tests start their own redis-server on free loopback ports, so a freshly
-# installed system Redis service is stopped again rather than left running.
+# Tests start their own redis-server and PostgreSQL on free loopback ports,
+# so a freshly installed system service is stopped again rather than left
+# running.
 set -euo pipefail
 
 want_cc=0
 want_haproxy=0
+want_postgres=0
 for arg in "$@"; do
 	case $arg in
 	--race) want_cc=1 ;;
 	--haproxy) want_haproxy=1 ;;
+	--postgres) want_postgres=1 ;;
 	-h | --help)
-		sed -n '2,12s/^# \{0,1\}//p' "$0"
+		sed -n '2,14s/^# \{0,1\}//p' "$0"
 		exit 0
 		;;
 	*)
-		echo "ensure-deps: unknown argument $arg (want --race, --haproxy)" >&2
+		echo "ensure-deps: unknown argument $arg (want --race, --haproxy, --postgres)" >&2
 		exit 2
 		;;
 	esac
@@ -52,6 +56,37 @@ redis_version() {
 haproxy_version() {
 	have haproxy || return 0
 	haproxy -v 2>/dev/null | sed -n '1s/^HA-\{0,1\}Proxy version \([0-9][0-9.]*\).*/\1/p'
+}
+
+# postgres_bindir prints the directory holding PostgreSQL's server binaries,
+# found as internal/testenv finds them: initdb on PATH (symlinks followed)
+# with postgres beside it, else the newest /usr/lib/postgresql/VERSION/bin
+# (Debian and Ubuntu keep them there, off PATH); or nothing.
+postgres_bindir() {
+	local d v sorted
+	if have initdb; then
+		d=$(dirname "$(readlink -f "$(command -v initdb)")")
+		if [ -x "$d/postgres" ]; then
+			echo "$d"
+			return 0
+		fi
+	fi
+	# "VERSION DIR" lines, newest first (9.6 sorts before 10 numerically).
+	sorted=$(for d in /usr/lib/postgresql/*/bin; do
+		v=${d%/bin}
+		echo "${v##*/} $d"
+	done | sort -n -r)
+	while read -r _ d; do
+		if [ -x "$d/initdb" ] && [ -x "$d/postgres" ]; then
+			echo "$d"
+			return 0
+		fi
+	done <<<"$sorted"
+}
+
+# postgres_version prints the version of the postgres in directory $1 ("15.18").
+postgres_version() {
+	"$1/postgres" --version 2>/dev/null | sed -n 's/^postgres (PostgreSQL) \([0-9][0-9.]*\).*/\1/p'
 }
 
 have_cc() { have "${CC:-cc}" || have gcc || have clang; }
@@ -85,6 +120,21 @@ check() {
 	fi
 	if ((want_cc)) && ! have_cc; then
 		missing "no C compiler (go test -race needs cgo): apt-get install gcc libc6-dev / dnf install gcc / xcode-select --install" gcc libc6-dev
+	fi
+	if ((want_postgres)); then
+		local pg_install="install PostgreSQL 13 or newer: apt-get install postgresql / dnf install postgresql-server / brew install postgresql@17 (with its bin directory on PATH)"
+		local d
+		d=$(postgres_bindir)
+		if [ -z "$d" ]; then
+			missing "PostgreSQL server not found (initdb and postgres, on PATH or in /usr/lib/postgresql/*/bin): $pg_install" postgresql
+		else
+			v=$(postgres_version "$d")
+			if [ -z "$v" ]; then
+				missing "$d/postgres --version does not name a PostgreSQL version: $pg_install" postgresql
+			elif ! version_ge "$v" 13.0; then
+				missing "PostgreSQL $v in $d is too old: $pg_install" postgresql
+			fi
+		fi
 	fi
 	if ((want_haproxy)); then
 		v=$(haproxy_version)
@@ -138,7 +188,7 @@ if ((${#packages[@]} > 0)) && can_apt; then
 	${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
 	${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${uniq[@]}" </dev/null >/dev/null
 	for p in "${uniq[@]}"; do
-		case $p in redis-server | haproxy) stop_service "$p" ;; esac
+		case $p in redis-server | haproxy | postgresql) stop_service "$p" ;; esac
 	done
 	check
 	if ((${#problems[@]} == 0)); then
