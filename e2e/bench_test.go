@@ -1,12 +1,20 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,4 +125,470 @@ func rssBytes(b *testing.B, pid int) float64 {
 	}
 	b.Fatalf("no VmRSS in /proc/%d/status", pid)
 	return 0
+}
+
+// benchCluster starts one redis-server on r's behalf (or uses r) and n
+// gateways built without -race joined by it, each with nodeEnv plus extra.
+func benchCluster(b *testing.B, r *testenv.Redis, n int, extra map[string]string) []*testenv.Node {
+	b.Helper()
+	if r == nil {
+		r = testenv.StartRedis(b)
+	}
+	nodes := make([]*testenv.Node, n)
+	for i := range nodes {
+		env := nodeEnv(r.URL(), extra)
+		env["UPDRAFT_NODE_ID"] = fmt.Sprintf("node-%d", i+1)
+		nodes[i] = testenv.StartLoadNode(b, env)
+	}
+	return nodes
+}
+
+// BenchmarkRecovery measures how long a client that missed 1,000 messages
+// takes to get them back: per iteration, 1,001 messages are published to
+// a fresh topic through one gateway (the HTTP batch API); a bare WebSocket
+// client connected to another gateway then subscribes with since = the
+// first message's position. The time (ns/op, one recovery) runs from
+// writing the subscribe to reading the 1,000th replayed event; ns/msg
+// divides it by 1,000. Two gateways built without -race, one Redis:
+//
+//   - Redis: the default history (1,000 messages), so all 1,000 come from
+//     Redis.
+//   - Durable: a persistent topic with a Redis history of 100, so 900 of
+//     the 1,000 come from PostgreSQL. The last message is emitted with
+//     durable, which answers once everything before it is stored.
+//
+// Run it alone:
+//
+//	go test -run '^$' -bench Recovery -benchtime 20x ./e2e
+func BenchmarkRecovery(b *testing.B) {
+	const missed = 1000
+	pg := testenv.StartPostgres(b)
+	r := testenv.StartRedis(b)
+	cases := []struct {
+		name    string
+		durable bool
+		nodes   []*testenv.Node
+	}{
+		{"Redis", false, benchCluster(b, r, 2, nil)},
+		{"Durable", true, benchCluster(b, r, 2, map[string]string{
+			"UPDRAFT_HISTORY_SIZE":   "100",
+			"UPDRAFT_DATABASE_URL":   pg.URL(),
+			"UPDRAFT_PERSIST_TOPICS": "chat/**",
+		})},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			b.StopTimer()
+			for i := 0; i < b.N; i++ {
+				topic := fmt.Sprintf("chat/recover-%d", time.Now().UnixNano())
+				since := publishMissed(b, c.nodes[0], topic, missed, c.durable)
+				conn := connectLite(b, c.nodes[1])
+				b.StartTimer()
+				err := recoverSince(conn, topic, since, missed)
+				b.StopTimer()
+				conn.close()
+				if err != nil {
+					b.Fatalf("%s recovery %d: %v", c.name, i, err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*missed), "ns/msg")
+		})
+	}
+}
+
+// publishMissed publishes 1+missed chat messages to topic through node and
+// returns the first one's position: the last the client saw. With durable
+// the last message is emitted with durable, so that all are stored in
+// PostgreSQL when it returns.
+func publishMissed(b *testing.B, node *testenv.Node, topic string, missed int, durable bool) protocol.Position {
+	b.Helper()
+	item := func(n int) emitItem {
+		return emitItem{Topic: topic, Event: "message", Data: json.RawMessage(fmt.Sprintf(`{"text":"message %d of a busy chat room, as long as a short sentence","user":"user-%d"}`, n, n%50))}
+	}
+	first, err := tryEmitBatch(node, []emitItem{item(1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	items := make([]emitItem, missed-1)
+	for i := range items {
+		items[i] = item(i + 2)
+	}
+	if _, err := tryEmitBatch(node, items); err != nil {
+		b.Fatal(err)
+	}
+	last := item(missed + 1)
+	status, body, err := tryPost(node, "/api/v1/emit", apiKey, map[string]any{"topic": topic, "event": last.Event, "data": last.Data, "durable": durable})
+	if err != nil || status != http.StatusOK {
+		b.Fatalf("emit: %d %s %v", status, body, err)
+	}
+	var pos protocol.Position
+	if err := json.Unmarshal(body, &pos); err != nil || pos.Seq != uint64(missed)+1 || pos.Epoch != first[0].Epoch {
+		b.Fatalf("the last message is at %s (%v), want seq %d of epoch %s", body, err, missed+1, first[0].Epoch)
+	}
+	return protocol.Position{Epoch: first[0].Epoch, Seq: first[0].Seq}
+}
+
+// connectLite opens a bare WebSocket to node and connects anonymously.
+func connectLite(b *testing.B, node *testenv.Node) *liteConn {
+	b.Helper()
+	c, err := dialLite(node.Addr(), 10*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := c.write(opText, []byte(`{"type":"connect","ref":"c"}`)); err != nil {
+		c.close()
+		b.Fatal(err)
+	}
+	msg, err := c.readMessage(nil)
+	if err != nil || !bytes.Contains(msg, []byte(`"ok":true`)) {
+		c.close()
+		b.Fatalf("connect: %s %v", msg, err)
+	}
+	return c
+}
+
+// recoverSince subscribes to topic with since and reads until n events
+// arrived, which must be the reply (recovered) and then seqs since.Seq+1
+// to since.Seq+n.
+func recoverSince(c *liteConn, topic string, since protocol.Position, n int) error {
+	sub := fmt.Sprintf(`{"type":"subscribe","ref":"s","topic":%q,"since":{"epoch":%q,"seq":%d}}`, topic, since.Epoch, since.Seq)
+	if err := c.write(opText, []byte(sub)); err != nil {
+		return err
+	}
+	var err error
+	replied, got, next := false, 0, since.Seq+1
+	var msg []byte
+	for got < n && err == nil { // bounded by the connection's deadline
+		if msg, err = c.readMessage(msg[:0]); err != nil {
+			return fmt.Errorf("after %d events: %w", got, err)
+		}
+		protocol.Lines(msg, func(line []byte) {
+			switch {
+			case err != nil:
+			case bytes.HasPrefix(line, eventPrefix):
+				_, seq, _, ok := parseEvent(line)
+				switch {
+				case !replied:
+					err = fmt.Errorf("an event before the subscribe reply: %s", line)
+				case !ok || seq != next:
+					err = fmt.Errorf("event %d: want seq %d, got %s", got, next, line)
+				}
+				next++
+				got++
+			default:
+				var rep protocol.Reply
+				var res protocol.SubscribeResult
+				if e := json.Unmarshal(line, &rep); e != nil || rep.Ref != "s" || !rep.OK {
+					err = fmt.Errorf("unexpected message %s", line)
+				} else if e := json.Unmarshal(rep.Data, &res); e != nil || !res.Recovered {
+					err = fmt.Errorf("subscribe reply %s: not recovered", rep.Data)
+				}
+				replied = true
+			}
+		})
+	}
+	return err
+}
+
+// BenchmarkStreamLatency measures how long a token takes from the
+// application server to a thousand watchers: 1,000 bare WebSocket
+// watchers spread over three gateways (built without -race) subscribe to
+// one topic; a POST /api/v1/stream to the first gateway then carries
+// 2,000 tokens written at a steady 500 per second, each token's data
+// holding the time it was written to the request body. Every watcher
+// notes, for every token, the time it read the frame holding it minus that
+// send time; p50, p90, p99 and max are over all 2,000,000 deliveries (per
+// iteration). ns/op is one whole stream. Run it alone:
+//
+//	go test -run '^$' -bench StreamLatency -benchtime 1x ./e2e
+func BenchmarkStreamLatency(b *testing.B) {
+	const (
+		watchers = 1000
+		tokens   = 2000
+		pace     = 10 * time.Millisecond // 500 tokens a second
+		topic    = "ai/latency"
+	)
+	nodes := benchCluster(b, nil, 3, streamEnv)
+	ws := startLatencyWatchers(b, nodes, topic, watchers, tokens)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := streamTimedTokens(nodes[0], topic, tokens, pace); err != nil {
+			b.Fatal(err)
+		}
+		// Bounded: the stream took 4 s; every watcher has a minute more.
+		testenv.Eventually(b, time.Minute, func() bool {
+			for _, w := range ws {
+				if w.ends.Load() < int64(i+1) && !w.finished() {
+					return false
+				}
+			}
+			return true
+		}, "not every watcher saw the end of stream %d", i+1)
+	}
+	b.StopTimer()
+	var all []int64
+	for n, w := range ws {
+		w.stop()
+		if w.err != nil {
+			b.Fatalf("watcher %d: %v", n, w.err)
+		}
+		if len(w.lat) != tokens*b.N {
+			b.Fatalf("watcher %d received %d tokens, want %d", n, len(w.lat), tokens*b.N)
+		}
+		all = append(all, w.lat...)
+	}
+	slices.Sort(all)
+	ms := func(q float64) float64 {
+		return float64(all[min(len(all)-1, int(q*float64(len(all))))]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(ms(0.50), "p50-ms")
+	b.ReportMetric(ms(0.90), "p90-ms")
+	b.ReportMetric(ms(0.99), "p99-ms")
+	b.ReportMetric(ms(1), "max-ms")
+}
+
+// latencyWatcher is a bare WebSocket subscriber that records, for each
+// token, the time its frame was read minus the send time in its data. Its
+// reader goroutine owns the fields below the line until done is closed.
+type latencyWatcher struct {
+	conn    *liteConn
+	tokens  int           // tokens per stream
+	done    chan struct{} // closed when the reader stops
+	ends    atomic.Int64  // .end events seen
+	closing atomic.Bool   // stop was called: the read error that follows is expected
+
+	lat []int64 // nanoseconds from send to receipt, one per token received
+	err error   // the first thing that went wrong
+}
+
+var tsKey = []byte(`"ts":`)
+
+// startLatencyWatchers connects n watchers to topic, spread round robin
+// over nodes, 16 at a time, and returns once every one is subscribed. The
+// benchmark's end closes them.
+func startLatencyWatchers(b *testing.B, nodes []*testenv.Node, topic string, n, tokens int) []*latencyWatcher {
+	b.Helper()
+	ws := make([]*latencyWatcher, n)
+	b.Cleanup(func() {
+		for _, w := range ws {
+			if w != nil {
+				w.stop()
+			}
+		}
+	})
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				w, err := newLatencyWatcher(nodes[i%len(nodes)], topic, tokens)
+				if err != nil {
+					errs <- fmt.Errorf("watcher %d: %w", i, err)
+					return
+				}
+				ws[i] = w
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	return ws
+}
+
+// newLatencyWatcher connects anonymously, subscribes to topic and starts
+// the reader; it returns once the subscribe reply arrived.
+func newLatencyWatcher(node *testenv.Node, topic string, tokens int) (*latencyWatcher, error) {
+	c, err := dialLite(node.Addr(), 15*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	w := &latencyWatcher{conn: c, tokens: tokens, done: make(chan struct{}), lat: make([]int64, 0, tokens)}
+	sub := fmt.Sprintf(`{"type":"subscribe","ref":"s","topic":%q}`, topic)
+	if err := c.write(opText, []byte(`{"type":"connect","ref":"c"}`+"\n"+sub)); err != nil {
+		c.close()
+		return nil, err
+	}
+	subscribed := make(chan error, 1)
+	go w.read(subscribed)
+	select {
+	case err = <-subscribed:
+	case <-time.After(15 * time.Second):
+		err = errors.New("no subscribe reply within 15s")
+	}
+	if err != nil {
+		w.stop()
+		return nil, err
+	}
+	return w, nil
+}
+
+// stop closes the connection and waits for the reader.
+func (w *latencyWatcher) stop() {
+	w.closing.Store(true)
+	w.conn.close()
+	<-w.done
+}
+
+func (w *latencyWatcher) finished() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// read consumes the connection until it is closed or something goes
+// wrong, and reports the subscribe reply (or the error before it) on
+// subscribed.
+func (w *latencyWatcher) read(subscribed chan<- error) {
+	defer close(w.done)
+	fail := func(format string, args ...any) {
+		if w.err == nil {
+			w.err = fmt.Errorf(format, args...)
+		}
+	}
+	defer func() {
+		select {
+		case subscribed <- w.err: // after the reply nobody listens; the buffer takes it
+		default:
+		}
+	}()
+	var msg []byte
+	for w.err == nil {
+		var err error
+		if msg, err = w.conn.readMessage(msg[:0]); err != nil {
+			if !w.closing.Load() {
+				fail("after %d tokens: %v", len(w.lat), err)
+			}
+			return
+		}
+		now := time.Now().UnixNano()
+		protocol.Lines(msg, func(line []byte) {
+			if w.err != nil {
+				return
+			}
+			if bytes.HasPrefix(line, eventPrefix) {
+				w.event(line, now, fail)
+				return
+			}
+			var m struct {
+				protocol.Reply
+				Code   int    `json:"code"`
+				Reason string `json:"reason"`
+			}
+			switch err := json.Unmarshal(line, &m); {
+			case err != nil:
+				fail("unreadable message %s", line)
+			case m.Type == protocol.TypeDisconnect:
+				fail("disconnected after %d tokens: %d %s", len(w.lat), m.Code, m.Reason)
+			case m.Type != protocol.TypeReply || !m.OK:
+				fail("unexpected message %s", line)
+			case m.Ref == "s":
+				subscribed <- nil
+			}
+		})
+	}
+}
+
+// event records one token's latency; tokens must come in order.
+func (w *latencyWatcher) event(line []byte, now int64, fail func(string, ...any)) {
+	name, _, data, ok := parseEvent(line)
+	if !ok {
+		fail("unreadable event %s", line)
+		return
+	}
+	switch name {
+	case "token":
+		i, ok1 := tokenIndex(data)
+		k := bytes.Index(data, tsKey)
+		if !ok1 || k < 0 {
+			fail("token without index or time: %s", line)
+			return
+		}
+		digits := data[k+len(tsKey):]
+		n := 0
+		for n < len(digits) && digits[n] >= '0' && digits[n] <= '9' {
+			n++
+		}
+		sent, err := strconv.ParseInt(string(digits[:n]), 10, 64)
+		if err != nil {
+			fail("token time in %s: %v", line, err)
+			return
+		}
+		if want := uint64(len(w.lat) % w.tokens); i != want {
+			fail("token %d arrived as number %d", i, want)
+			return
+		}
+		w.lat = append(w.lat, now-sent)
+	case "token.end":
+		w.ends.Add(1)
+	default:
+		fail("unexpected event %s", line)
+	}
+}
+
+// streamTimedTokens POSTs n tokens to node's stream endpoint, one every
+// pace, each {"i":I,"ts":T,"t":" wordI"} with T the Unix nanoseconds when
+// it is written to the request body, and returns once the gateway
+// answered 200 (bounded: a minute past the stream's length).
+func streamTimedTokens(node *testenv.Node, topic string, n int, pace time.Duration) error {
+	pr, pw := io.Pipe()
+	defer pw.CloseWithError(errors.New("benchmark over")) // unblocks the writer
+	q := url.Values{"topic": {topic}, "event": {"token"}}
+	req, err := http.NewRequest(http.MethodPost, node.URL()+"/api/v1/stream?"+q.Encode(), pr)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	answer := make(chan streamAnswer, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answer <- streamAnswer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		answer <- streamAnswer{status: resp.StatusCode, body: body, err: err}
+	}()
+	go func() {
+		tick := time.NewTicker(pace)
+		defer tick.Stop()
+		line := make([]byte, 0, 64)
+		for i := range n {
+			<-tick.C // pacing the model, not waiting for a condition
+			line = fmt.Appendf(line[:0], "{\"i\":%d,\"ts\":%d,\"t\":\" word%d\"}\n", i, time.Now().UnixNano(), i)
+			if _, err := pw.Write(line); err != nil {
+				return // the request failed; its answer says why
+			}
+		}
+		pw.Close()
+	}()
+	var a streamAnswer
+	select {
+	case a = <-answer:
+	case <-time.After(time.Duration(n)*pace + time.Minute):
+		return errors.New("no answer to the stream")
+	}
+	if a.err != nil || a.status != http.StatusOK {
+		return fmt.Errorf("stream answer: %d %s %v", a.status, a.body, a.err)
+	}
+	var sum streamSummary
+	if err := json.Unmarshal(a.body, &sum); err != nil || sum.Count != uint64(n) {
+		return fmt.Errorf("stream answer %s (%v), want %d tokens", a.body, err, n)
+	}
+	return nil
 }
