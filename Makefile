@@ -57,7 +57,7 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m $$($(GO) list ./... | grep -v '/e2e$$')
 	UPDRAFT_TESTENV_RACE=1 $(GO) test -count=1 -timeout 30m ./e2e
-	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=15s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=15s -fuzzminimizetime=1s ./protocol
 
 bench: deps
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
