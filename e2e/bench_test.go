@@ -127,8 +127,9 @@ func rssBytes(b *testing.B, pid int) float64 {
 	return 0
 }
 
-// benchCluster starts one redis-server on r's behalf (or uses r) and n
-// gateways built without -race joined by it, each with nodeEnv plus extra.
+// benchCluster is startLoadCluster for benchmarks: n gateways built
+// without -race, each with nodeEnv plus extra, joined by r (by a new
+// redis-server when r is nil).
 func benchCluster(b *testing.B, r *testenv.Redis, n int, extra map[string]string) []*testenv.Node {
 	b.Helper()
 	if r == nil {
@@ -159,7 +160,7 @@ func benchCluster(b *testing.B, r *testenv.Redis, n int, extra map[string]string
 //
 // Run it alone:
 //
-//	go test -run '^$' -bench Recovery -benchtime 20x ./e2e
+//	go test -run '^$' -bench Recovery -benchtime 50x ./e2e
 func BenchmarkRecovery(b *testing.B) {
 	const missed = 1000
 	pg := testenv.StartPostgres(b)
@@ -294,72 +295,101 @@ func recoverSince(c *liteConn, topic string, since protocol.Position, n int) err
 // BenchmarkStreamLatency measures how long a token takes from the
 // application server to a thousand watchers: 1,000 bare WebSocket
 // watchers spread over three gateways (built without -race) subscribe to
-// one topic; a POST /api/v1/stream to the first gateway then carries
-// 2,000 tokens written at a steady 500 per second, each token's data
-// holding the time it was written to the request body. Every watcher
-// notes, for every token, the time it read the frame holding it minus that
-// send time; p50, p90, p99 and max are over all 2,000,000 deliveries (per
-// iteration). ns/op is one whole stream. Run it alone:
+// one topic; a POST /api/v1/stream to the first gateway then carries 2,000
+// tokens written at a steady pace, each token's data holding the time it
+// was written to the request body. Every watcher notes, for every token,
+// the time it read the frame holding it minus that send time; p50, p90,
+// p99 and max are over all 2,000,000 deliveries of a stream. tokens/s is
+// the pace the stream body was actually written at: a gateway that reads
+// the body slower holds the writer back. ns/op is one whole stream, to the
+// last watcher's .end. The cases:
+//
+//   - rate=50: one message per token at 50 tokens a second, a fast
+//     language model's pace;
+//   - rate=500: one message per token at 500 a second, half a million
+//     deliveries a second, more than two cores running the gateways and
+//     the watchers can carry;
+//   - rate=500,rollup=40ms: the same with rollup, so each message carries
+//     the tokens of 40 ms.
+//
+// Run it alone:
 //
 //	go test -run '^$' -bench StreamLatency -benchtime 1x ./e2e
 func BenchmarkStreamLatency(b *testing.B) {
-	const (
-		watchers = 1000
-		tokens   = 2000
-		pace     = 10 * time.Millisecond // 500 tokens a second
-		topic    = "ai/latency"
-	)
+	const watchers, tokens, topic = 1000, 2000, "ai/latency"
 	nodes := benchCluster(b, nil, 3, streamEnv)
-	ws := startLatencyWatchers(b, nodes, topic, watchers, tokens)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := streamTimedTokens(nodes[0], topic, tokens, pace); err != nil {
-			b.Fatal(err)
-		}
-		// Bounded: the stream took 4 s; every watcher has a minute more.
-		testenv.Eventually(b, time.Minute, func() bool {
+	ws := startLatencyWatchers(b, nodes, topic, watchers)
+	streams := int64(0) // streams started on topic
+	for _, c := range []struct {
+		name   string
+		rate   int           // tokens a second
+		rollup time.Duration // 0: one message per token
+	}{
+		{"rate=50", 50, 0},
+		{"rate=500", 500, 0},
+		{"rate=500,rollup=40ms", 500, 40 * time.Millisecond},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			for _, w := range ws {
-				if w.ends.Load() < int64(i+1) && !w.finished() {
-					return false
-				}
+				w.take() // what an earlier run left
 			}
-			return true
-		}, "not every watcher saw the end of stream %d", i+1)
+			var wrote time.Duration
+			for i := 0; i < b.N; i++ {
+				streams++
+				d, err := streamTimedTokens(nodes[0], topic, tokens, time.Second/time.Duration(c.rate), c.rollup)
+				if err != nil {
+					b.Fatal(err)
+				}
+				wrote += d
+				// Bounded: every watcher has a minute after the answer.
+				testenv.Eventually(b, time.Minute, func() bool {
+					for _, w := range ws {
+						if w.ends.Load() < streams && !w.finished() {
+							return false
+						}
+					}
+					return true
+				}, "not every watcher saw the end of stream %d", streams)
+			}
+			b.StopTimer()
+			all := make([]int64, 0, watchers*tokens*b.N)
+			for n, w := range ws {
+				if w.finished() {
+					b.Fatalf("watcher %d stopped: %v", n, w.err)
+				}
+				lat := w.take()
+				if len(lat) != tokens*b.N {
+					b.Fatalf("watcher %d received %d tokens, want %d", n, len(lat), tokens*b.N)
+				}
+				all = append(all, lat...)
+			}
+			slices.Sort(all)
+			ms := func(q float64) float64 {
+				return float64(all[min(len(all)-1, int(q*float64(len(all))))]) / float64(time.Millisecond)
+			}
+			b.ReportMetric(ms(0.50), "p50-ms")
+			b.ReportMetric(ms(0.90), "p90-ms")
+			b.ReportMetric(ms(0.99), "p99-ms")
+			b.ReportMetric(ms(1), "max-ms")
+			b.ReportMetric(float64(tokens*b.N)/wrote.Seconds(), "tokens/s")
+		})
 	}
-	b.StopTimer()
-	var all []int64
-	for n, w := range ws {
-		w.stop()
-		if w.err != nil {
-			b.Fatalf("watcher %d: %v", n, w.err)
-		}
-		if len(w.lat) != tokens*b.N {
-			b.Fatalf("watcher %d received %d tokens, want %d", n, len(w.lat), tokens*b.N)
-		}
-		all = append(all, w.lat...)
-	}
-	slices.Sort(all)
-	ms := func(q float64) float64 {
-		return float64(all[min(len(all)-1, int(q*float64(len(all))))]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(ms(0.50), "p50-ms")
-	b.ReportMetric(ms(0.90), "p90-ms")
-	b.ReportMetric(ms(0.99), "p99-ms")
-	b.ReportMetric(ms(1), "max-ms")
 }
 
 // latencyWatcher is a bare WebSocket subscriber that records, for each
-// token, the time its frame was read minus the send time in its data. Its
-// reader goroutine owns the fields below the line until done is closed.
+// token, the time its frame was read minus the send time in its data.
 type latencyWatcher struct {
 	conn    *liteConn
-	tokens  int           // tokens per stream
 	done    chan struct{} // closed when the reader stops
 	ends    atomic.Int64  // .end events seen
 	closing atomic.Bool   // stop was called: the read error that follows is expected
 
-	lat []int64 // nanoseconds from send to receipt, one per token received
-	err error   // the first thing that went wrong
+	mu  sync.Mutex
+	lat []int64 // guarded by mu: nanoseconds from send to receipt, one per token received
+
+	// The reader goroutine's own until done is closed.
+	next uint64 // the index the next token must have
+	err  error  // the first thing that went wrong
 }
 
 var tsKey = []byte(`"ts":`)
@@ -367,7 +397,7 @@ var tsKey = []byte(`"ts":`)
 // startLatencyWatchers connects n watchers to topic, spread round robin
 // over nodes, 16 at a time, and returns once every one is subscribed. The
 // benchmark's end closes them.
-func startLatencyWatchers(b *testing.B, nodes []*testenv.Node, topic string, n, tokens int) []*latencyWatcher {
+func startLatencyWatchers(b *testing.B, nodes []*testenv.Node, topic string, n int) []*latencyWatcher {
 	b.Helper()
 	ws := make([]*latencyWatcher, n)
 	b.Cleanup(func() {
@@ -389,7 +419,7 @@ func startLatencyWatchers(b *testing.B, nodes []*testenv.Node, topic string, n, 
 				if i >= n {
 					return
 				}
-				w, err := newLatencyWatcher(nodes[i%len(nodes)], topic, tokens)
+				w, err := newLatencyWatcher(nodes[i%len(nodes)], topic)
 				if err != nil {
 					errs <- fmt.Errorf("watcher %d: %w", i, err)
 					return
@@ -408,12 +438,12 @@ func startLatencyWatchers(b *testing.B, nodes []*testenv.Node, topic string, n, 
 
 // newLatencyWatcher connects anonymously, subscribes to topic and starts
 // the reader; it returns once the subscribe reply arrived.
-func newLatencyWatcher(node *testenv.Node, topic string, tokens int) (*latencyWatcher, error) {
+func newLatencyWatcher(node *testenv.Node, topic string) (*latencyWatcher, error) {
 	c, err := dialLite(node.Addr(), 15*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	w := &latencyWatcher{conn: c, tokens: tokens, done: make(chan struct{}), lat: make([]int64, 0, tokens)}
+	w := &latencyWatcher{conn: c, done: make(chan struct{})}
 	sub := fmt.Sprintf(`{"type":"subscribe","ref":"s","topic":%q}`, topic)
 	if err := c.write(opText, []byte(`{"type":"connect","ref":"c"}`+"\n"+sub)); err != nil {
 		c.close()
@@ -431,6 +461,15 @@ func newLatencyWatcher(node *testenv.Node, topic string, tokens int) (*latencyWa
 		return nil, err
 	}
 	return w, nil
+}
+
+// take returns the latencies recorded since the last take.
+func (w *latencyWatcher) take() []int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lat := w.lat
+	w.lat = nil
+	return lat
 }
 
 // stop closes the connection and waits for the reader.
@@ -470,11 +509,12 @@ func (w *latencyWatcher) read(subscribed chan<- error) {
 		var err error
 		if msg, err = w.conn.readMessage(msg[:0]); err != nil {
 			if !w.closing.Load() {
-				fail("after %d tokens: %v", len(w.lat), err)
+				fail("after token %d: %v", w.next, err)
 			}
 			return
 		}
 		now := time.Now().UnixNano()
+		w.mu.Lock()
 		protocol.Lines(msg, func(line []byte) {
 			if w.err != nil {
 				return
@@ -492,17 +532,20 @@ func (w *latencyWatcher) read(subscribed chan<- error) {
 			case err != nil:
 				fail("unreadable message %s", line)
 			case m.Type == protocol.TypeDisconnect:
-				fail("disconnected after %d tokens: %d %s", len(w.lat), m.Code, m.Reason)
+				fail("disconnected at token %d: %d %s", w.next, m.Code, m.Reason)
 			case m.Type != protocol.TypeReply || !m.OK:
 				fail("unexpected message %s", line)
 			case m.Ref == "s":
 				subscribed <- nil
 			}
 		})
+		w.mu.Unlock()
 	}
 }
 
-// event records one token's latency; tokens must come in order.
+// event records the latency of each token in one event, whose data is a
+// token {"i":I,"ts":T,...} or, with rollup, an array of them. Tokens must
+// come in order, from 0 in each stream. The caller holds mu.
 func (w *latencyWatcher) event(line []byte, now int64, fail func(string, ...any)) {
 	name, _, data, ok := parseEvent(line)
 	if !ok {
@@ -511,45 +554,67 @@ func (w *latencyWatcher) event(line []byte, now int64, fail func(string, ...any)
 	}
 	switch name {
 	case "token":
-		i, ok1 := tokenIndex(data)
-		k := bytes.Index(data, tsKey)
-		if !ok1 || k < 0 {
-			fail("token without index or time: %s", line)
-			return
+		for n := 0; ; n++ {
+			k := bytes.Index(data, indexKey)
+			if k < 0 {
+				if n == 0 {
+					fail("token without index: %s", line)
+				}
+				return
+			}
+			data = data[k+len(indexKey):]
+			i, ok1 := leadingInt(data)
+			t := bytes.Index(data, tsKey)
+			if t < 0 {
+				fail("token without time: %s", line)
+				return
+			}
+			data = data[t+len(tsKey):]
+			sent, ok2 := leadingInt(data)
+			switch {
+			case !ok1 || !ok2:
+				fail("unreadable token in %s", line)
+				return
+			case uint64(i) != w.next:
+				fail("token %d arrived when %d was due", i, w.next)
+				return
+			}
+			w.lat = append(w.lat, now-sent)
+			w.next++
 		}
-		digits := data[k+len(tsKey):]
-		n := 0
-		for n < len(digits) && digits[n] >= '0' && digits[n] <= '9' {
-			n++
-		}
-		sent, err := strconv.ParseInt(string(digits[:n]), 10, 64)
-		if err != nil {
-			fail("token time in %s: %v", line, err)
-			return
-		}
-		if want := uint64(len(w.lat) % w.tokens); i != want {
-			fail("token %d arrived as number %d", i, want)
-			return
-		}
-		w.lat = append(w.lat, now-sent)
 	case "token.end":
+		w.next = 0
 		w.ends.Add(1)
 	default:
 		fail("unexpected event %s", line)
 	}
 }
 
-// streamTimedTokens POSTs n tokens to node's stream endpoint, one every
-// pace, each {"i":I,"ts":T,"t":" wordI"} with T the Unix nanoseconds when
-// it is written to the request body, and returns once the gateway
-// answered 200 (bounded: a minute past the stream's length).
-func streamTimedTokens(node *testenv.Node, topic string, n int, pace time.Duration) error {
+// leadingInt reads the decimal digits b starts with.
+func leadingInt(b []byte) (int64, bool) {
+	n := 0
+	for n < len(b) && b[n] >= '0' && b[n] <= '9' {
+		n++
+	}
+	v, err := strconv.ParseInt(string(b[:n]), 10, 64)
+	return v, err == nil
+}
+
+// streamTimedTokens POSTs n tokens to node's stream endpoint (with rollup
+// unless 0), one due every pace, each {"i":I,"ts":T,"t":" wordI"} with T the
+// Unix nanoseconds when it is written to the request body. It returns how
+// long writing the body took, once the gateway answered 200 (bounded: a
+// minute past the stream's planned length).
+func streamTimedTokens(node *testenv.Node, topic string, n int, pace, rollup time.Duration) (time.Duration, error) {
 	pr, pw := io.Pipe()
 	defer pw.CloseWithError(errors.New("benchmark over")) // unblocks the writer
 	q := url.Values{"topic": {topic}, "event": {"token"}}
+	if rollup > 0 {
+		q.Set("rollup", rollup.String())
+	}
 	req, err := http.NewRequest(http.MethodPost, node.URL()+"/api/v1/stream?"+q.Encode(), pr)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+apiKey)
 	req.Header.Set("Content-Type", "application/x-ndjson")
@@ -564,31 +629,36 @@ func streamTimedTokens(node *testenv.Node, topic string, n int, pace time.Durati
 		body, err := io.ReadAll(resp.Body)
 		answer <- streamAnswer{status: resp.StatusCode, body: body, err: err}
 	}()
+	wrote := make(chan time.Duration, 1)
 	go func() {
-		tick := time.NewTicker(pace)
-		defer tick.Stop()
+		// Token i is due at start + i*pace; one written late (this
+		// goroutine waited for a core, or the gateway read the body
+		// slowly) does not delay the ones after it, so the average pace
+		// holds when the machine allows it.
 		line := make([]byte, 0, 64)
+		start := time.Now()
 		for i := range n {
-			<-tick.C // pacing the model, not waiting for a condition
+			time.Sleep(time.Until(start.Add(time.Duration(i) * pace))) // pacing the model, not waiting for a condition
 			line = fmt.Appendf(line[:0], "{\"i\":%d,\"ts\":%d,\"t\":\" word%d\"}\n", i, time.Now().UnixNano(), i)
 			if _, err := pw.Write(line); err != nil {
 				return // the request failed; its answer says why
 			}
 		}
+		wrote <- time.Since(start)
 		pw.Close()
 	}()
 	var a streamAnswer
 	select {
 	case a = <-answer:
 	case <-time.After(time.Duration(n)*pace + time.Minute):
-		return errors.New("no answer to the stream")
+		return 0, errors.New("no answer to the stream")
 	}
 	if a.err != nil || a.status != http.StatusOK {
-		return fmt.Errorf("stream answer: %d %s %v", a.status, a.body, a.err)
+		return 0, fmt.Errorf("stream answer: %d %s %v", a.status, a.body, a.err)
 	}
 	var sum streamSummary
-	if err := json.Unmarshal(a.body, &sum); err != nil || sum.Count != uint64(n) {
-		return fmt.Errorf("stream answer %s (%v), want %d tokens", a.body, err, n)
+	if err := json.Unmarshal(a.body, &sum); err != nil || sum.Count == 0 || rollup == 0 && sum.Count != uint64(n) {
+		return 0, fmt.Errorf("stream answer %s (%v), want %d tokens", a.body, err, n)
 	}
-	return nil
+	return <-wrote, nil // the body ended, so the writer sent it
 }
