@@ -31,17 +31,19 @@ type hubShard struct {
 // then sends the held messages past that point and switches to live
 // delivery, so the client sees no gap and no duplicate.
 type subscription struct {
-	sess  *session
-	topic string
-
+	// The fields Deliver reads for every message come first, to share a
+	// cache line.
+	sess    *session
 	holding atomic.Bool // set until release; read lock-free by Deliver
-	mu      sync.Mutex
-	held    []heldMessage // guarded by mu; live messages parked while holding
 	// floor is the last position sent by release: a live message at or
 	// below it in its epoch already reached the client from history (the
 	// broker's stream can lag behind a history read). Written once before
 	// holding is cleared, read only after.
 	floor broker.Position
+
+	topic string
+	mu    sync.Mutex
+	held  []heldMessage // guarded by mu; live messages parked while holding
 }
 
 type heldMessage struct {
