@@ -399,41 +399,24 @@ var tsKey = []byte(`"ts":`)
 // benchmark's end closes them.
 func startLatencyWatchers(b *testing.B, nodes []*testenv.Node, topic string, n int) []*latencyWatcher {
 	b.Helper()
-	ws := make([]*latencyWatcher, n)
+	var mu sync.Mutex
+	var started []*latencyWatcher
 	b.Cleanup(func() {
-		for _, w := range ws {
-			if w != nil {
-				w.stop()
-			}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, w := range started {
+			w.stop()
 		}
 	})
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				w, err := newLatencyWatcher(nodes[i%len(nodes)], topic)
-				if err != nil {
-					errs <- fmt.Errorf("watcher %d: %w", i, err)
-					return
-				}
-				ws[i] = w
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-	return ws
+	return connectAll(b, n, func(i int) (*latencyWatcher, error) {
+		w, err := newLatencyWatcher(nodes[i%len(nodes)], topic)
+		if err == nil {
+			mu.Lock()
+			started = append(started, w)
+			mu.Unlock()
+		}
+		return w, err
+	})
 }
 
 // newLatencyWatcher connects anonymously, subscribes to topic and starts

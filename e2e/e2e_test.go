@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -273,4 +274,38 @@ func metric(t testing.TB, node *testenv.Node, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// connectAll makes n connections with dial(i), 16 at a time, and returns
+// them in order; it fails tb with the first error.
+func connectAll[T any](tb testing.TB, n int, dial func(i int) (T, error)) []T {
+	tb.Helper()
+	out := make([]T, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				c, err := dial(i)
+				if err != nil {
+					errs <- fmt.Errorf("connection %d: %w", i, err)
+					return
+				}
+				out[i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		tb.Fatal(err)
+	}
+	return out
 }

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -193,34 +192,9 @@ type tokenWatcher struct {
 // nodes, a few at a time, and returns once every one is subscribed.
 func startTokenWatchers(t *testing.T, nodes []*testenv.Node, topic string, n int) []*tokenWatcher {
 	t.Helper()
-	ws := make([]*tokenWatcher, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				w, err := newTokenWatcher(t, nodes[i%len(nodes)], topic, 0)
-				if err != nil {
-					errs <- fmt.Errorf("watcher %d: %w", i, err)
-					return
-				}
-				ws[i] = w
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	return ws
+	return connectAll(t, n, func(i int) (*tokenWatcher, error) {
+		return newTokenWatcher(t, nodes[i%len(nodes)], topic, 0)
+	})
 }
 
 // dialTokenWatcher connects one watcher, subscribing with rewind.
