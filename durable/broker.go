@@ -21,7 +21,8 @@ import (
 //     History continues from the store, within the same epoch. When the
 //     inner broker knows no epoch for the topic at all (its data was lost
 //     and nothing was published since), the store's newest epoch is the
-//     topic's position.
+//     topic's position: for History always, for Latest on persistent
+//     topics only.
 //
 // Everything else passes through.
 type Broker struct {
@@ -65,11 +66,13 @@ func (b *Broker) Publish(ctx context.Context, topic string, pub broker.Publicati
 	return pos, nil
 }
 
-// Latest is the inner broker's position, or the store's when the inner
-// broker has none for topic.
+// Latest is the inner broker's position or, for a persistent topic the
+// inner broker knows nothing of, the store's. Only persistent topics ask
+// the store: Latest runs on every subscribe, and most topics nobody
+// published to yet are not worth a PostgreSQL round trip.
 func (b *Broker) Latest(ctx context.Context, topic string) (broker.Position, error) {
 	pos, err := b.Broker.Latest(ctx, topic)
-	if err != nil || pos.Epoch != "" {
+	if err != nil || pos.Epoch != "" || !b.Persistent(topic) {
 		return pos, err
 	}
 	return b.store.Latest(ctx, topic)
