@@ -20,23 +20,6 @@ import (
 
 const tailWait = 5 * time.Second
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // tailServer accepts WebSocket connections and hands the test each one's
 // requests; the test answers through the connection.
@@ -128,7 +111,7 @@ func TestTailPrintsEventsAsJSONLines(t *testing.T) {
 	s := newTailServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- runTail(ctx, []string{"--url", s.url, "--token", "tok-1", "--origin", "https://app.example.com",
@@ -186,7 +169,7 @@ func TestTailStopsWhenForbidden(t *testing.T) {
 	s := newTailServer(t)
 	done := make(chan error, 1)
 	go func() {
-		done <- runTail(context.Background(), []string{"--url", s.url, "doc/42"}, &syncBuffer{}, &syncBuffer{})
+		done <- runTail(context.Background(), []string{"--url", s.url, "doc/42"}, &testenv.SyncBuffer{}, &testenv.SyncBuffer{})
 	}()
 	tc := s.accept(t)
 	r := tc.expect(t, protocol.TypeConnect)
@@ -224,8 +207,8 @@ func TestTailBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var stderr syncBuffer
-			err := runTail(context.Background(), tt.args, &syncBuffer{}, &stderr)
+			var stderr testenv.SyncBuffer
+			err := runTail(context.Background(), tt.args, &testenv.SyncBuffer{}, &stderr)
 			if err == nil {
 				t.Fatal("no error")
 			}

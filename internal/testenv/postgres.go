@@ -61,7 +61,7 @@ type Postgres struct {
 	sock string              // the unix socket directory
 	cred *syscall.Credential // the user the server runs as; nil for the test's own user
 	port int
-	out  *syncBuffer
+	out  *SyncBuffer
 
 	mu   sync.Mutex
 	proc *postgresProc // guarded by mu: the running server, nil when stopped
@@ -84,7 +84,7 @@ func StartPostgres(t testing.TB) *Postgres {
 	if !ok {
 		t.Fatal(postgresNotFound)
 	}
-	p := &Postgres{bin: bin, out: &syncBuffer{}}
+	p := &Postgres{bin: bin, out: &SyncBuffer{}}
 	uid, gid := os.Getuid(), os.Getgid()
 	if os.Geteuid() == 0 {
 		var err error

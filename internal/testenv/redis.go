@@ -35,7 +35,7 @@ type Redis struct {
 
 	mu   sync.Mutex
 	proc *redisProc // guarded by mu: the running server, nil when stopped
-	out  *syncBuffer
+	out  *SyncBuffer
 }
 
 // redisProc is one run of redis-server.
@@ -53,7 +53,7 @@ func StartRedis(t testing.TB) *Redis {
 	if err != nil {
 		t.Fatal(redisNotFound)
 	}
-	r := &Redis{dir: t.TempDir(), bin: bin, out: &syncBuffer{}}
+	r := &Redis{dir: t.TempDir(), bin: bin, out: &SyncBuffer{}}
 	t.Cleanup(func() {
 		r.Stop()
 		if t.Failed() {
@@ -174,20 +174,20 @@ func (r *Redis) start() error {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a
-// process's output and reads by the test.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads: a
+// process's output read by the test, a command's output read while it runs.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
