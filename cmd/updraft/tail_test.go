@@ -20,7 +20,6 @@ import (
 
 const tailWait = 5 * time.Second
 
-
 // tailServer accepts WebSocket connections and hands the test each one's
 // requests; the test answers through the connection.
 type tailServer struct {
