@@ -45,6 +45,9 @@ type Publication struct {
 	From string
 	// TS is the publish time in Unix milliseconds; zero means now.
 	TS int64
+	// Truncated marks a table event whose row was too large to send: Data
+	// holds only the row's primary key (see package tracker).
+	Truncated bool
 	// Persist asks a durable wrapper (package durable) to store the message
 	// in PostgreSQL too; Durable also makes Publish wait until it is
 	// stored. Brokers themselves ignore both, and neither travels with the

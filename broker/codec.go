@@ -26,7 +26,9 @@ func newEpoch() string {
 // Encoded publication (the "body"), written once by the publisher and kept
 // verbatim in the history stream and in the live payload:
 //
-//	version   1 byte, codecVersion
+//	version   1 byte, codecVersion (2; version 1 had no flags byte and is
+//	          still decoded, as flags 0)
+//	flags     1 byte: bit 0 Truncated
 //	event     uvarint length, bytes
 //	from      uvarint length, bytes
 //	ts        varint (zig-zag), Unix milliseconds
@@ -38,11 +40,18 @@ func newEpoch() string {
 // concatenation:
 //
 //	<epoch> ":" <seq in decimal> ":" <body>
-const codecVersion = 1
+const (
+	codecVersion  = 2
+	flagTruncated = 1 << 0
+)
 
 // appendPublication appends p's encoding to dst.
 func appendPublication(dst []byte, p Publication) []byte {
-	dst = append(dst, codecVersion)
+	var flags byte
+	if p.Truncated {
+		flags |= flagTruncated
+	}
+	dst = append(dst, codecVersion, flags)
 	dst = appendField(dst, p.Event)
 	dst = appendField(dst, p.From)
 	dst = binary.AppendVarint(dst, p.TS)
@@ -58,7 +67,7 @@ func appendField[T ~string | ~[]byte](dst []byte, v T) []byte {
 
 // publicationSize bounds the length of p's encoding, to size buffers.
 func publicationSize(p Publication) int {
-	return 1 + 5*binary.MaxVarintLen64 + len(p.Event) + len(p.From) + len(p.Data) + len(p.Old)
+	return 2 + 5*binary.MaxVarintLen64 + len(p.Event) + len(p.From) + len(p.Data) + len(p.Old)
 }
 
 // decodePublication decodes a body written by appendPublication. Data and
@@ -66,10 +75,19 @@ func publicationSize(p Publication) int {
 // independent of s); Event and From are cloned so that the message does not
 // pin the whole payload string in memory.
 func decodePublication(s string) (Publication, error) {
-	if len(s) == 0 || s[0] != codecVersion {
+	var flags byte
+	switch {
+	case len(s) >= 2 && s[0] == codecVersion:
+		flags, s = s[1], s[2:]
+	case len(s) >= 1 && s[0] == 1:
+		s = s[1:]
+	default:
 		return Publication{}, fmt.Errorf("%w: unknown version", errMalformed)
 	}
-	d := decoder{s: s[1:]}
+	if flags&^flagTruncated != 0 {
+		return Publication{}, fmt.Errorf("%w: unknown flags %#x", errMalformed, flags)
+	}
+	d := decoder{s: s}
 	event := d.field()
 	from := d.field()
 	ts := d.varint()
@@ -81,7 +99,7 @@ func decodePublication(s string) (Publication, error) {
 	if len(d.s) != 0 {
 		return Publication{}, fmt.Errorf("%w: %d trailing bytes", errMalformed, len(d.s))
 	}
-	p := Publication{Event: strings.Clone(event), From: strings.Clone(from), TS: ts}
+	p := Publication{Event: strings.Clone(event), From: strings.Clone(from), TS: ts, Truncated: flags&flagTruncated != 0}
 	if n := len(data) + len(old); n > 0 {
 		buf := make([]byte, n)
 		copy(buf, data)

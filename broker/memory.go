@@ -41,6 +41,7 @@ type Memory struct {
 	handler   Handler
 
 	shards [memShards]memShard
+	coord  memCoord // leases and cursors: see lease.go
 
 	closed atomic.Bool
 	stop   chan struct{} // closed by Close: stops the sweeper

@@ -12,6 +12,7 @@ var memoryFactory = brokertest.Factory{
 	New: func(tb testing.TB, cfg brokertest.Config) broker.Broker {
 		return broker.NewMemory(broker.MemoryConfig{Retention: cfg.Retention, Handler: cfg.Handler})
 	},
+	Coordinator: true,
 }
 
 func TestMemory(t *testing.T) {

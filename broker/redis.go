@@ -88,12 +88,15 @@ func topicOf(channel string) (string, bool) {
 	return strings.CutSuffix(rest, channelSuffix)
 }
 
+//go:embed publish_fn.lua
+var publishFnLua string
+
 //go:embed publish.lua
 var publishLua string
 
 // publishScript runs with EVALSHA and falls back to EVAL when Redis does
 // not know it (after a restart or SCRIPT FLUSH).
-var publishScript = redis.NewScript(publishLua)
+var publishScript = redis.NewScript(publishFnLua + publishLua)
 
 // Subscription confirmation: Subscribe sends SUBSCRIBE, then a PING with a
 // unique payload on the same pub/sub connection, and returns when the

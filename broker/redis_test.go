@@ -31,6 +31,7 @@ func startRedis(tb testing.TB) *testenv.Redis { return testenv.StartRedis(tb) }
 func redisFactory(tb testing.TB, srv *testenv.Redis) brokertest.Factory {
 	admin := srv.Client(tb)
 	return brokertest.Factory{
+		Coordinator: true,
 		New: func(tb testing.TB, cfg brokertest.Config) broker.Broker {
 			return newRedisNode(tb, srv, broker.RedisConfig{
 				Handler: cfg.Handler, Retention: cfg.Retention, CheckInterval: 20 * time.Millisecond,

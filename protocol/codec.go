@@ -134,6 +134,9 @@ func AppendEvent(dst []byte, e *Event) []byte {
 		dst = append(dst, `,"old":`...)
 		dst = append(dst, e.Old...)
 	}
+	if e.Truncated {
+		dst = append(dst, `,"truncated":true`...)
+	}
 	return append(dst, '}')
 }
 

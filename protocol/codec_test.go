@@ -74,6 +74,7 @@ func TestAppendEventMatchesEncodingJSON(t *testing.T) {
 	events := []Event{
 		{Topic: "chat/general", Event: "message", Epoch: "e1", Seq: 58, TS: 1764170000123, Data: json.RawMessage(`{"text":"hi"}`)},
 		{Topic: "orders", Event: "UPDATE", Epoch: "e9", Seq: 9, TS: 1, Data: json.RawMessage(`{"id":7}`), Old: json.RawMessage(`{"id":7,"s":"new"}`)},
+		{Topic: "orders", Event: "INSERT", Epoch: "e9", Seq: 10, TS: 2, Data: json.RawMessage(`{"id":8}`), Truncated: true},
 		{Topic: "doc/42", Event: "x", Epoch: "e", Seq: 1, From: "user \"7\"\n\t\x01<>&é\xff"},
 	}
 	for _, e := range events {

@@ -126,6 +126,9 @@ type Event struct {
 	From  string          `json:"from,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
 	Old   json.RawMessage `json:"old,omitempty"`
+	// Truncated marks a table event whose row was too large to send: Data
+	// holds only the row's primary key columns, and Old is absent.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Position returns the event's position.

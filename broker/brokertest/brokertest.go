@@ -42,6 +42,10 @@ type Factory struct {
 	// the multi-node cases are not run (an in-memory broker is one node).
 	MultiNode bool
 
+	// Coordinator is a capability: the brokers implement
+	// broker.Coordinator, whose cases then run too.
+	Coordinator bool
+
 	// Subscriptions, when set, returns the number of store-side
 	// subscriptions of topic across all nodes (Redis: PUBSUB NUMSUB). The
 	// suite then checks that a node holds exactly one while its reference
@@ -80,6 +84,9 @@ func Run(t *testing.T, f Factory) {
 		{"MultiNodeDelivery", true, testMultiNodeDelivery},
 		{"MultiNodeOrder", true, testMultiNodeOrder},
 		{"MultiNodeSubscribeActiveOnReturn", true, testMultiNodeSubscribeActiveOnReturn},
+	}
+	if f.Coordinator {
+		cases = append(cases, coordinatorCases...)
 	}
 	for _, c := range cases {
 		if c.multiNode && !f.MultiNode {
