@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/internal/pgmigrate"
 )
 
 // Errors, matched with errors.Is.
@@ -31,10 +32,6 @@ var (
 
 //go:embed schema.sql
 var schema string
-
-// migrationLock is the advisory lock key that serialises migrations of
-// nodes starting together ("updraft" in ASCII).
-const migrationLock = 0x7570647261667400
 
 // Config configures Open. The zero value of a field means its default.
 type Config struct {
@@ -108,7 +105,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("durable: Config.URL: %w", err)
 	}
 	db.SetMaxOpenConns(8)
-	if err := migrate(ctx, db); err != nil {
+	if err := pgmigrate.Run(ctx, db, "durable", schema); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -124,22 +121,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	go func() { defer wg.Done(); s.janitor() }()
 	go func() { wg.Wait(); close(s.stopped) }()
 	return s, nil
-}
-
-func migrate(ctx context.Context, db *sql.DB) error {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("durable: connecting to PostgreSQL: %w", err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrationLock); err != nil {
-		return fmt.Errorf("durable: migration lock: %w", err)
-	}
-	defer conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, migrationLock)
-	if _, err := conn.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("durable: migrating: %w", err)
-	}
-	return nil
 }
 
 // Append queues m for the next batch. It returns at once unless the

@@ -1,0 +1,629 @@
+// Package tracker turns committed PostgreSQL row changes into events on
+// table topics.
+//
+// Capture: an AFTER ROW trigger on each tracked table writes every change
+// into updraft.changes, in the changing transaction (schema.sql). Hidden
+// columns are removed by the trigger, so they never leave the database.
+//
+// Reading: each poll reads the changes whose transactions became visible
+// between the previous poll's snapshot and the current one, ordered by id,
+// in one REPEATABLE READ transaction:
+//
+//	txid >= xmin(prev) AND txid < xmax(cur)
+//	AND pg_visible_in_snapshot(txid, cur) AND NOT pg_visible_in_snapshot(txid, prev)
+//
+// Reading "id > last id" instead would lose changes: ids are drawn when a
+// row is written, before commit, and transactions commit in any order, so a
+// transaction that drew id 5 can commit after one that drew id 6 was read
+// and the cursor moved past 6. A snapshot says exactly which transactions
+// had committed; the difference of two snapshots is the set that committed
+// in between, each read once. Within a window, changes go out in id order,
+// which for two changes of the same row is commit order (the second writer
+// waited for the first's row lock). A window larger than a page is paged
+// through by id, the cursor recording the page.
+//
+// Leadership: trackers share a lease (broker.Coordinator); the holder
+// polls, the others stand by. The batch, its positions and the cursor are
+// written by one Redis script that refuses a stale lease, so a deposed
+// leader publishes nothing and the next one resumes exactly where the
+// last batch ended. A clean shutdown releases the lease at once.
+package tracker
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+	"go.uber.org/zap"
+
+	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/internal/pgmigrate"
+)
+
+//go:embed schema.sql
+var schema string
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	return pgmigrate.Run(ctx, db, "tracker", schema)
+}
+
+// Defaults for Config.
+const (
+	DefaultPollInterval = 200 * time.Millisecond
+	DefaultLeaseTTL     = 5 * time.Second
+	DefaultRetention    = 24 * time.Hour
+	DefaultPageSize     = 1000
+	DefaultMaxRow       = 256 << 10
+	DefaultName         = "tracker"
+	// maxBatchBytes bounds one batch's rows, so that one Redis script call
+	// stays small whatever the rows weigh.
+	maxBatchBytes = 8 << 20
+	// notifyChannel is the channel the trigger notifies with Notify.
+	notifyChannel = "updraft_changes"
+)
+
+// Config configures New. Zero values take the defaults.
+type Config struct {
+	// URL is the PostgreSQL connection URL. Required.
+	URL string
+	// Coordinator elects the leader and publishes its batches: a
+	// *broker.Redis in a cluster, a *broker.Memory in one process. Required.
+	Coordinator broker.Coordinator
+	// Tables are tracked at start-up: "orders" or "schema.table". Every
+	// table in the change log is published, including those tracked by
+	// hand (Track).
+	Tables []string
+	// Trigger holds the trigger options (hidden columns, notify).
+	Trigger TriggerOptions
+	// PollInterval is the time between polls (default 200ms); with
+	// Trigger.Notify a change wakes the tracker sooner.
+	PollInterval time.Duration
+	// Retention is how long change rows are kept after they were published
+	// (default 24h). Unpublished rows are never deleted.
+	Retention time.Duration
+	// LeaseTTL is the leader lease's lifetime (default 5s): after a crash a
+	// standby takes over within it; it is renewed every third of it.
+	LeaseTTL time.Duration
+	// Name names the lease and the cursor (default "tracker"): trackers
+	// with one name share one change log and elect one leader.
+	Name string
+	// PageSize is the most changes read per poll (default 1000).
+	PageSize int
+	// MaxRow is the largest row, in bytes of JSON (data and old together),
+	// sent whole (default 256 KiB). A larger one is sent with its primary
+	// key only and marked truncated.
+	MaxRow int
+	// Logger (default: none).
+	Logger *zap.Logger
+	// Metrics, when set, receives the tracker's metrics (NewMetrics).
+	Metrics *Metrics
+}
+
+// Tracker publishes the changes of the change log. Run it; Close it.
+type Tracker struct {
+	cfg   Config
+	db    *sql.DB
+	coord broker.Coordinator
+	log   *zap.Logger
+	m     *Metrics
+
+	wake     chan struct{} // a notification arrived: poll now
+	listener *pq.Listener  // nil without Notify
+
+	pkMu sync.Mutex
+	pks  map[string][]string // guarded by pkMu: primary key columns by schema.table
+}
+
+// New connects to PostgreSQL, runs the migration and installs the capture
+// trigger on every configured table. An unknown table, a table whose name
+// cannot be a topic or an unknown hidden column is an error.
+func New(ctx context.Context, cfg Config) (*Tracker, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("tracker: Config.URL is required")
+	}
+	if cfg.Coordinator == nil {
+		return nil, errors.New("tracker: Config.Coordinator is required")
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = DefaultPageSize
+	}
+	if cfg.MaxRow <= 0 {
+		cfg.MaxRow = DefaultMaxRow
+	}
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	hidden, err := parseHidden(cfg.Trigger.Hidden)
+	if err != nil {
+		return nil, fmt.Errorf("tracker: %w", err)
+	}
+	db, err := sql.Open("postgres", cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("tracker: database URL: %w", err)
+	}
+	db.SetMaxOpenConns(4)
+	t := &Tracker{
+		cfg: cfg, db: db, coord: cfg.Coordinator, log: cfg.Logger, m: cfg.Metrics,
+		wake: make(chan struct{}, 1),
+		pks:  make(map[string][]string),
+	}
+	if err := t.setUp(ctx, hidden); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if cfg.Trigger.Notify {
+		t.listener = pq.NewListener(cfg.URL, 100*time.Millisecond, 5*time.Second, func(ev pq.ListenerEventType, err error) {
+			if err != nil {
+				t.log.Warn("tracker: notification listener", zap.Error(err))
+			}
+		})
+		if err := t.listener.Listen(notifyChannel); err != nil {
+			t.listener.Close()
+			db.Close()
+			return nil, fmt.Errorf("tracker: LISTEN %s: %w", notifyChannel, err)
+		}
+		go t.listen()
+	}
+	return t, nil
+}
+
+func (t *Tracker) setUp(ctx context.Context, hidden []hiddenColumn) error {
+	if err := migrate(ctx, t.db); err != nil {
+		return err
+	}
+	// Hidden columns of tables not tracked here are checked too: a typo
+	// must not wait until someone tracks the table by hand.
+	for _, h := range hidden {
+		ht, err := resolve(ctx, t.db, h.table)
+		if err != nil {
+			return fmt.Errorf("tracker: hidden column %s.%s: %w", h.table, h.column, err)
+		}
+		if _, err := hiddenOf(ctx, t.db, ht, []hiddenColumn{h}); err != nil {
+			return fmt.Errorf("tracker: %w", err)
+		}
+	}
+	for _, name := range t.cfg.Tables {
+		tb, err := resolve(ctx, t.db, name)
+		if err != nil {
+			return fmt.Errorf("tracker: UPDRAFT_TRACK_TABLES: %w", err)
+		}
+		if err := install(ctx, t.db, tb, hidden, t.cfg.Trigger.Notify); err != nil {
+			return fmt.Errorf("tracker: %w", err)
+		}
+		t.log.Info("tracking", zap.String("table", tb.ident), zap.String("topic", tb.topic))
+	}
+	return nil
+}
+
+// listen turns notifications (and listener reconnects, which may have
+// missed some) into wake-ups.
+func (t *Tracker) listen() {
+	for range t.listener.Notify {
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Close releases the database connections. Call it after Run returned.
+func (t *Tracker) Close() error {
+	if t.listener != nil {
+		t.listener.Close()
+	}
+	return t.db.Close()
+}
+
+// Run stands by for the lease and, while it holds it, publishes changes,
+// until ctx ends; then it releases the lease and returns nil. Errors of
+// PostgreSQL and Redis are retried with backoff, never returned.
+func (t *Tracker) Run(ctx context.Context) error {
+	tick := time.NewTicker(t.cfg.PollInterval)
+	defer tick.Stop()
+	var lastErr time.Time
+	for ctx.Err() == nil {
+		lease, err := t.coord.AcquireLease(ctx, t.cfg.Name, t.cfg.LeaseTTL)
+		switch {
+		case err == nil:
+			t.log.Info("tracker: leading", zap.Uint64("fence", lease.Fence()))
+			t.m.leader.Set(1)
+			err = t.lead(ctx, lease)
+			t.m.leader.Set(0)
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			if rerr := t.coord.ReleaseLease(rctx, lease); rerr != nil && ctx.Err() != nil {
+				t.log.Warn("tracker: releasing the lease", zap.Error(rerr))
+			}
+			cancel()
+			if ctx.Err() == nil {
+				t.log.Warn("tracker: leadership lost, standing by", zap.Error(err))
+			}
+			continue
+		case errors.Is(err, broker.ErrLeaseHeld):
+		case ctx.Err() == nil && time.Since(lastErr) > 10*time.Second:
+			lastErr = time.Now()
+			t.m.errors.WithLabelValues("lease").Inc()
+			t.log.Warn("tracker: cannot reach the lease", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// lead publishes changes while lease is held. It returns when ctx ends or
+// the lease is lost.
+func (t *Tracker) lead(ctx context.Context, lease broker.Lease) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(2)
+	go func() { defer wg.Done(); t.renew(ctx, cancel, lease) }()
+	go func() { defer wg.Done(); t.janitor(ctx) }()
+
+	cur, err := t.startCursor(ctx, lease)
+	if err != nil {
+		return err
+	}
+	tick := time.NewTicker(t.cfg.PollInterval)
+	defer tick.Stop()
+	var bo backoff
+	lastCopy := time.Now()
+	for {
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		started := time.Now()
+		rows, next, full, err := t.poll(ctx, cur)
+		if err != nil {
+			if t.retry(ctx, &bo, "poll", err) {
+				continue
+			}
+			return context.Cause(ctx)
+		}
+		msgs := t.events(ctx, rows)
+		if _, err := t.coord.PublishFenced(ctx, lease, msgs, next.String()); err != nil {
+			if errors.Is(err, broker.ErrLeaseLost) {
+				return err
+			}
+			// The script may have run even though the answer was lost:
+			// the cursor tells.
+			if stored, cerr := t.coord.Cursor(ctx, t.cfg.Name); cerr != nil || stored != next.String() {
+				if t.retry(ctx, &bo, "publish", err) {
+					continue
+				}
+				return context.Cause(ctx)
+			}
+		}
+		bo.reset()
+		t.m.polls.Observe(time.Since(started).Seconds())
+		t.m.batch.Observe(float64(len(msgs)))
+		t.m.changes.Add(float64(len(msgs)))
+		if len(rows) > 0 {
+			t.m.lag.Set(time.Since(time.UnixMilli(rows[0].at)).Seconds())
+		} else {
+			t.m.lag.Set(0)
+		}
+		cur = next
+		if len(msgs) > 0 || time.Since(lastCopy) > 10*time.Second {
+			lastCopy = time.Now()
+			t.copyCursor(ctx, cur)
+		}
+		if full {
+			continue // more of the window waits: no pause
+		}
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		case <-t.wake:
+		}
+	}
+}
+
+// retry logs err, counts it and waits the backoff; false when ctx ended.
+func (t *Tracker) retry(ctx context.Context, bo *backoff, op string, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	t.m.errors.WithLabelValues(op).Inc()
+	t.log.Warn("tracker: "+op+" failed, retrying", zap.Error(err), zap.Duration("backoff", bo.d))
+	return bo.wait(ctx)
+}
+
+// renew keeps the lease alive, renewing it every third of its TTL; when it
+// is lost, it cancels the leader's context.
+func (t *Tracker) renew(ctx context.Context, cancel context.CancelCauseFunc, lease broker.Lease) {
+	every := t.cfg.LeaseTTL / 3
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rctx, rcancel := context.WithTimeout(ctx, every)
+		err := t.coord.RenewLease(rctx, lease, t.cfg.LeaseTTL)
+		rcancel()
+		switch {
+		case errors.Is(err, broker.ErrLeaseLost):
+			cancel(err)
+			return
+		case err != nil && ctx.Err() == nil:
+			// Redis unreachable: keep trying; if the lease expires
+			// meanwhile, the next renewal or batch finds it lost.
+			t.m.errors.WithLabelValues("lease").Inc()
+			t.log.Warn("tracker: renewing the lease", zap.Error(err))
+		}
+	}
+}
+
+// startCursor returns where the new leader starts: the cursor stored with
+// the last batch, else the PostgreSQL copy (Redis lost its data), else the
+// current snapshot (first start: changes from now on). A cursor not read
+// from Redis is stored there at once, so that a crash right after does not
+// move the start.
+func (t *Tracker) startCursor(ctx context.Context, lease broker.Lease) (cursor, error) {
+	var bo backoff
+	for {
+		c, err := t.readCursor(ctx, lease)
+		if err == nil {
+			return c, nil
+		}
+		if errors.Is(err, broker.ErrLeaseLost) || !t.retry(ctx, &bo, "cursor", err) {
+			return cursor{}, err
+		}
+	}
+}
+
+func (t *Tracker) readCursor(ctx context.Context, lease broker.Lease) (cursor, error) {
+	s, err := t.coord.Cursor(ctx, t.cfg.Name)
+	if err != nil {
+		return cursor{}, err
+	}
+	if s != "" {
+		return parseCursor(s)
+	}
+	from := "PostgreSQL copy"
+	err = t.db.QueryRowContext(ctx, `SELECT cursor FROM updraft.tracker_state WHERE name = $1`, t.cfg.Name).Scan(&s)
+	if errors.Is(err, sql.ErrNoRows) {
+		from = "current snapshot (first start)"
+		err = t.db.QueryRowContext(ctx, `SELECT pg_current_snapshot()::text`).Scan(&s)
+		s = cursor{prev: s}.String()
+	}
+	if err != nil {
+		return cursor{}, err
+	}
+	c, err := parseCursor(s)
+	if err != nil {
+		return cursor{}, err
+	}
+	if _, err := t.coord.PublishFenced(ctx, lease, nil, c.String()); err != nil {
+		return cursor{}, err
+	}
+	t.log.Info("tracker: no cursor in Redis, starting from the "+from, zap.String("cursor", s))
+	t.copyCursor(ctx, c)
+	return c, nil
+}
+
+// copyCursor writes the PostgreSQL copy of the cursor. A failure only
+// logs: Redis holds the cursor that counts.
+func (t *Tracker) copyCursor(ctx context.Context, c cursor) {
+	_, err := t.db.ExecContext(ctx, `
+		INSERT INTO updraft.tracker_state (name, cursor) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()`, t.cfg.Name, c.String())
+	if err != nil && ctx.Err() == nil {
+		t.m.errors.WithLabelValues("cursor").Inc()
+		t.log.Warn("tracker: writing the cursor copy", zap.Error(err))
+	}
+}
+
+// change is one row of the change log.
+type change struct {
+	id        int64
+	tbl       string // schema.table
+	op        string
+	data, old []byte // JSON; nil when NULL
+	at        int64  // Unix milliseconds
+}
+
+// pollSQL reads one page of a window; see the package comment.
+const pollSQL = `
+SELECT id, tbl, op, data::text, old::text, (extract(epoch FROM at) * 1000)::bigint
+FROM updraft.changes
+WHERE txid >= pg_snapshot_xmin($1::pg_snapshot) AND txid < pg_snapshot_xmax($2::pg_snapshot)
+  AND pg_visible_in_snapshot(txid, $2::pg_snapshot)
+  AND NOT pg_visible_in_snapshot(txid, $1::pg_snapshot)
+  AND id > $3
+ORDER BY id
+LIMIT $4`
+
+// poll reads the next page after c. full reports that the window holds
+// more (next is then inside it).
+func (t *Tracker) poll(ctx context.Context, c cursor) (rows []change, next cursor, full bool, err error) {
+	tx, err := t.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+	if err != nil {
+		return nil, c, false, err
+	}
+	defer tx.Rollback()
+	window := c.cur
+	if window == "" {
+		// The first statement: the transaction's snapshot, so every row
+		// this window selects is visible to the read below.
+		if err := tx.QueryRowContext(ctx, `SELECT pg_current_snapshot()::text`).Scan(&window); err != nil {
+			return nil, c, false, err
+		}
+	}
+	res, err := tx.QueryContext(ctx, pollSQL, c.prev, window, c.after, t.cfg.PageSize)
+	if err != nil {
+		return nil, c, false, err
+	}
+	defer res.Close()
+	size := 0
+	for res.Next() {
+		var ch change
+		var data, old sql.NullString
+		if err := res.Scan(&ch.id, &ch.tbl, &ch.op, &data, &old, &ch.at); err != nil {
+			return nil, c, false, err
+		}
+		if data.Valid {
+			ch.data = []byte(data.String)
+		}
+		if old.Valid {
+			ch.old = []byte(old.String)
+		}
+		rows = append(rows, ch)
+		if size += len(ch.data) + len(ch.old); size >= maxBatchBytes {
+			break
+		}
+	}
+	if err := res.Err(); err != nil {
+		return nil, c, false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, c, false, err
+	}
+	if len(rows) == t.cfg.PageSize || size >= maxBatchBytes {
+		return rows, cursor{prev: c.prev, cur: window, after: rows[len(rows)-1].id}, true, nil
+	}
+	return rows, cursor{prev: window}, false, nil
+}
+
+// events turns rows into publications on their tables' topics.
+func (t *Tracker) events(ctx context.Context, rows []change) []broker.Fenced {
+	msgs := make([]broker.Fenced, 0, len(rows))
+	for _, r := range rows {
+		pub := broker.Publication{Event: r.op, TS: r.at}
+		switch r.op {
+		case "INSERT":
+			pub.Data = r.data
+		case "UPDATE":
+			pub.Data, pub.Old = r.data, r.old
+		default: // DELETE: data is the row as it was
+			pub.Data, pub.Old = r.old, r.old
+		}
+		if len(pub.Data)+len(pub.Old) > t.cfg.MaxRow {
+			pub = t.truncate(ctx, r.tbl, pub)
+		}
+		msgs = append(msgs, broker.Fenced{Topic: topicOf(r.tbl), Publication: pub})
+	}
+	return msgs
+}
+
+// truncate replaces a row too large to send by its primary key columns,
+// marked Truncated: subscribers learn which row changed and can fetch it.
+func (t *Tracker) truncate(ctx context.Context, tbl string, pub broker.Publication) broker.Publication {
+	t.m.truncated.Inc()
+	key := map[string]json.RawMessage{}
+	var row map[string]json.RawMessage
+	if err := json.Unmarshal(pub.Data, &row); err == nil {
+		for _, col := range t.primaryKey(ctx, tbl) {
+			if v, ok := row[col]; ok {
+				key[col] = v
+			}
+		}
+	}
+	data, _ := json.Marshal(key)
+	return broker.Publication{Event: pub.Event, TS: pub.TS, Data: data, Truncated: true}
+}
+
+// primaryKey returns tbl's primary key columns, cached. A table without
+// one, or one that could not be read, has none: its truncated events
+// carry an empty object.
+func (t *Tracker) primaryKey(ctx context.Context, tbl string) []string {
+	t.pkMu.Lock()
+	defer t.pkMu.Unlock()
+	if cols, ok := t.pks[tbl]; ok {
+		return cols
+	}
+	cols, err := primaryKey(ctx, t.db, tbl)
+	if err != nil {
+		t.log.Warn("tracker: reading a primary key", zap.String("table", tbl), zap.Error(err))
+		return nil
+	}
+	t.pks[tbl] = cols
+	return cols
+}
+
+// janitor deletes change rows older than the retention that the leader has
+// published (their transactions are older than the cursor's snapshot),
+// 1000 at a time, so that no delete holds locks for long.
+func (t *Tracker) janitor(ctx context.Context) {
+	every := min(max(t.cfg.Retention/10, 10*time.Millisecond), time.Minute)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s, err := t.coord.Cursor(ctx, t.cfg.Name)
+		if err != nil || s == "" {
+			continue
+		}
+		c, err := parseCursor(s)
+		if err != nil {
+			continue
+		}
+		for i := 0; i < 100 && ctx.Err() == nil; i++ { // at most 100,000 rows per round
+			res, err := t.db.ExecContext(ctx, `
+				DELETE FROM updraft.changes WHERE id IN (
+					SELECT id FROM updraft.changes
+					WHERE at < now() - $1::interval AND txid < pg_snapshot_xmin($2::pg_snapshot)
+					LIMIT 1000)`, fmt.Sprintf("%d milliseconds", t.cfg.Retention.Milliseconds()), c.prev)
+			if err != nil {
+				if ctx.Err() == nil {
+					t.m.errors.WithLabelValues("retention").Inc()
+					t.log.Warn("tracker: deleting old changes", zap.Error(err))
+				}
+				break
+			}
+			if n, _ := res.RowsAffected(); n < 1000 {
+				break
+			}
+		}
+	}
+}
+
+// backoff is an exponential backoff with full jitter, 100ms to 5s.
+type backoff struct{ d time.Duration }
+
+func (b *backoff) reset() { b.d = 0 }
+
+// wait sleeps the next backoff; false when ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	b.d = min(max(2*b.d, 100*time.Millisecond), 5*time.Second)
+	timer := time.NewTimer(rand.N(b.d) + b.d/2)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
