@@ -108,7 +108,20 @@ func (h *harness) start(cfg Config) *running {
 		r.stop()
 		_ = tr.Close()
 	})
+	h.waitCursor(cfg.Coordinator)
 	return r
+}
+
+// waitCursor waits until a leader stored its first cursor: changes
+// committed from then on are published. (A first start publishes only
+// changes committed after it.)
+func (h *harness) waitCursor(c broker.Coordinator) {
+	h.t.Helper()
+	var cur string
+	testenv.Eventually(h.t, waitFor, func() bool {
+		cur, _ = c.Cursor(context.Background(), DefaultName)
+		return cur != ""
+	}, "no tracker stored a cursor")
 }
 
 // recorder keeps every message the subscriber node received, by topic.

@@ -34,7 +34,7 @@ func TestOperationsAndTypes(t *testing.T) {
 		"region": `"eu"`, "n": `1`,
 		"price": `12345678901234567890.12345678901234567890`,
 		"tags":  `["a", "b c"]`, "meta": `{"k": [1, {"x": null}]}`,
-		"at":    `"2026-11-27T10:00:00.123456+00:00"`, "note": `null`,
+		"at": `"2026-11-27T10:00:00.123456+00:00"`, "note": `null`,
 	} {
 		if got := field(t, ins.Data, col); got != want {
 			t.Errorf("INSERT %s = %s, want %s", col, got, want)
