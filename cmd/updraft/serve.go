@@ -149,9 +149,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	retention := broker.Retention{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}
 	var b broker.Broker
+	var mem *broker.Memory // the embedded broker, nil in a cluster
 	mode := "embedded (single node, in memory)"
 	if cfg.RedisURL == "" {
-		b = broker.NewMemory(broker.MemoryConfig{Retention: retention, Handler: deliver})
+		mem = broker.NewMemory(broker.MemoryConfig{Retention: retention, Handler: deliver})
+		b = mem
 	} else {
 		mode = "cluster (Redis)"
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -197,6 +199,30 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("UPDRAFT_PERSIST_TOPICS: %w", err)
 		}
 		mode += " with durable history"
+	}
+
+	// Embedded mode runs the tracker in process; a cluster runs
+	// `updraft tracker` beside its gateways.
+	if cfg.DatabaseURL != "" && mem != nil {
+		tc, err := loadTrackerConfig()
+		if err != nil {
+			return err
+		}
+		tc.DatabaseURL = cfg.DatabaseURL
+		t, err := tc.newTracker(ctx, mem, log.Named("tracker"), reg)
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		trackerDone := make(chan struct{})
+		go func() {
+			defer close(trackerDone)
+			_ = t.Run(ctx)
+		}()
+		defer func() { <-trackerDone }() // before the broker closes
+		mode += " with the tracker"
+	} else if cfg.DatabaseURL != "" {
+		log.Info("cluster mode: this gateway does not track tables; run `updraft tracker` for that")
 	}
 
 	gw, err := gateway.New(gateway.Config{
