@@ -157,12 +157,14 @@ func raceEnabled() bool {
 	return false
 }
 
-// Node is a running `updraft serve` process started by StartNode.
+// Node is a running `updraft serve` process started by StartNode, or an
+// `updraft tracker` started by StartTracker.
 type Node struct {
-	t    testing.TB
-	cmd  *exec.Cmd
-	addr string // 127.0.0.1:port
-	log  string // path of the file holding its stdout and stderr
+	t     testing.TB
+	cmd   *exec.Cmd
+	addr  string // 127.0.0.1:port
+	log   string // path of the file holding its stdout and stderr
+	ready string // the path that answers 200 once it is ready
 
 	done    chan struct{} // closed once the process has exited
 	waitErr error         // the exit status; read only after done is closed
@@ -183,7 +185,15 @@ type Node struct {
 // the test.
 func StartNode(t testing.TB, env map[string]string) *Node {
 	t.Helper()
-	return startNode(t, Binary(t), env)
+	return startNode(t, Binary(t), "serve", env)
+}
+
+// StartTracker starts `updraft tracker` as StartNode starts serve: env
+// needs UPDRAFT_DATABASE_URL and UPDRAFT_REDIS_URL. It returns once
+// GET /healthz answers: the tracker is running, leading or standing by.
+func StartTracker(t testing.TB, env map[string]string) *Node {
+	t.Helper()
+	return startNode(t, Binary(t), "tracker", env)
 }
 
 // StartLoadNode is StartNode with a binary built without -race, for load
@@ -192,17 +202,17 @@ func StartNode(t testing.TB, env map[string]string) *Node {
 // stay the business of the many other tests that run race-checked nodes.
 func StartLoadNode(t testing.TB, env map[string]string) *Node {
 	t.Helper()
-	return startNode(t, binary(t, false), env)
+	return startNode(t, binary(t, false), "serve", env)
 }
 
-func startNode(t testing.TB, bin string, env map[string]string) *Node {
+func startNode(t testing.TB, bin, command string, env map[string]string) *Node {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		addr, picked := env["UPDRAFT_ADDR"], false
 		if addr == "" {
 			addr, picked = fmt.Sprintf("127.0.0.1:%d", FreePort(t)), true
 		}
-		n := start(t, bin, addr, env)
+		n := start(t, bin, command, addr, env)
 		err := n.waitReady(readyTimeout)
 		if err == nil {
 			return n
@@ -214,12 +224,12 @@ func startNode(t testing.TB, bin string, env map[string]string) *Node {
 		if picked && attempt < 3 && strings.Contains(n.Logs(), "address already in use") {
 			continue
 		}
-		t.Fatalf("testenv: updraft serve (pid %d, %s) %v; last log lines:\n%s", n.PID(), n.addr, err, n.tail())
+		t.Fatalf("testenv: updraft %s (pid %d, %s) %v; last log lines:\n%s", command, n.PID(), n.addr, err, n.tail())
 	}
 }
 
-// start starts one `updraft serve` listening on addr.
-func start(t testing.TB, bin, addr string, env map[string]string) *Node {
+// start starts one `updraft serve` (or tracker) listening on addr.
+func start(t testing.TB, bin, command, addr string, env map[string]string) *Node {
 	t.Helper()
 	dialAddr, err := loopback(addr)
 	if err != nil {
@@ -244,14 +254,17 @@ func start(t testing.TB, bin, addr string, env map[string]string) *Node {
 	}
 	defer logFile.Close() // the child has its own descriptor
 
-	cmd := exec.Command(bin, "serve")
+	cmd := exec.Command(bin, command)
 	cmd.Env = vars
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("testenv: starting updraft: %v", err)
 	}
-	n := &Node{t: t, cmd: cmd, addr: dialAddr, log: logPath, done: make(chan struct{})}
+	n := &Node{t: t, cmd: cmd, addr: dialAddr, log: logPath, ready: "/readyz", done: make(chan struct{})}
+	if command == "tracker" {
+		n.ready = "/healthz"
+	}
 	go func() {
 		n.waitErr = cmd.Wait()
 		close(n.done)
@@ -273,20 +286,20 @@ func loopback(addr string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// waitReady polls GET /readyz until it answers 200, the process exits or
+// waitReady polls GET n.ready until it answers 200, the process exits or
 // the timeout passes.
 func (n *Node) waitReady(timeout time.Duration) error {
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	deadline := time.Now().Add(timeout)
 	last := "no answer"
 	for {
-		resp, err := client.Get(n.URL() + "/readyz")
+		resp, err := client.Get(n.URL() + n.ready)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
-			last = "GET /readyz: " + resp.Status
+			last = "GET " + n.ready + ": " + resp.Status
 		} else {
 			last = err.Error()
 		}
