@@ -173,6 +173,8 @@ type HistoryMessage struct {
 	From  string          `json:"from,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
 	Old   json.RawMessage `json:"old,omitempty"`
+	// Truncated: as in Event.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Reconnects reports whether a client may reconnect as it is after the
