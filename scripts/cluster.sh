@@ -13,9 +13,14 @@
 # gateway to watch its clients fail over) is reported and the rest keep
 # running.
 #
+# With UPDRAFT_DATABASE_URL set, two `updraft tracker` processes run too
+# (127.0.0.1:8091-8092 serve their /metrics; one leads, one stands by):
+# set UPDRAFT_TRACK_TABLES to the tables to track.
+#
 # Settings (environment): UPDRAFT_BIN (bin/updraft), CLUSTER_NODES (3),
 # CLUSTER_LB_PORT (8080), CLUSTER_NODE_PORT (8081, the first gateway's),
-# CLUSTER_REDIS_PORT (6390), CLUSTER_STATS_PORT (8404). UPDRAFT_* variables
+# CLUSTER_REDIS_PORT (6390), CLUSTER_STATS_PORT (8404),
+# CLUSTER_TRACKER_PORT (8091, the first tracker's). UPDRAFT_* variables
 # reach the gateways; unset, these default to UPDRAFT_ALLOW_ANONYMOUS=true,
 # UPDRAFT_API_KEY=dev-key, UPDRAFT_JWT_SECRET=dev-secret,
 # UPDRAFT_DRAIN_TIMEOUT=5s.
@@ -28,6 +33,9 @@ lb_port=${CLUSTER_LB_PORT:-8080}
 node_port=${CLUSTER_NODE_PORT:-8081}
 redis_port=${CLUSTER_REDIS_PORT:-6390}
 stats_port=${CLUSTER_STATS_PORT:-8404}
+tracker_port=${CLUSTER_TRACKER_PORT:-8091}
+trackers=0
+[[ -n ${UPDRAFT_DATABASE_URL:-} ]] && trackers=2
 dir=tmp/cluster
 
 export UPDRAFT_ALLOW_ANONYMOUS=${UPDRAFT_ALLOW_ANONYMOUS:-true}
@@ -140,6 +148,7 @@ stop_all() {
 		local drain=${UPDRAFT_DRAIN_TIMEOUT%s}
 		[[ $drain =~ ^[0-9]+$ ]] || drain=15
 		stop_some 'node-*' $((drain + 10))
+		stop_some 'tracker-*' 10
 		stop_some haproxy 5
 		stop_some redis 10
 		say "stopped; logs in $dir/"
@@ -156,6 +165,7 @@ for cmd in redis-server haproxy; do
 done
 ports=("$lb_port" "$redis_port" "$stats_port")
 for ((n = 0; n < nodes; n++)); do ports+=($((node_port + n))); done
+for ((n = 0; n < trackers; n++)); do ports+=($((tracker_port + n))); done
 for p in "${ports[@]}"; do
 	if listening "$p"; then
 		die "127.0.0.1:$p is already in use (another make cluster? see CLUSTER_*_PORT in $0)"
@@ -209,6 +219,10 @@ for ((n = 1; n <= nodes; n++)); do
 	}
 done
 
+for ((n = 1; n <= trackers; n++)); do
+	start "tracker-$n" env UPDRAFT_ADDR="127.0.0.1:$((tracker_port + n - 1))" "$bin" tracker
+done
+
 start haproxy haproxy -db -f "$dir/haproxy.cfg"
 for ((i = 0; i < 100; i++)); do
 	listening "$lb_port" && break
@@ -223,6 +237,9 @@ gateways=""
 for ((n = 1; n <= nodes; n++)); do gateways+=" node-$n=127.0.0.1:$((node_port + n - 1)) (pid ${pids[n]})"; done
 say "up: haproxy on http://127.0.0.1:$lb_port (stats http://127.0.0.1:$stats_port/), redis 127.0.0.1:$redis_port"
 say "gateways:$gateways"
+if ((trackers)); then
+	say "trackers: 127.0.0.1:$tracker_port-$((tracker_port + trackers - 1)) (/metrics), tables: ${UPDRAFT_TRACK_TABLES:-none yet (updraft track TABLE)}"
+fi
 say "try: $bin tail chat/general   then: $bin emit --api-key $UPDRAFT_API_KEY chat/general message '{\"text\":\"hi\"}'"
 say "logs in $dir/; Ctrl-C stops everything"
 
