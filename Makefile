@@ -29,7 +29,7 @@ help:
 	@echo 'make build    build $(BIN)'
 	@echo 'make run      run one embedded node on $(UPDRAFT_ADDR) (no Redis, anonymous access on)'
 	@echo 'make deps     check (and on Debian/Ubuntu as root, install) redis-server, PostgreSQL and a C compiler'
-	@echo 'make test     go vet, go test -race (e2e: race-checked gateways), then a short fuzz of the protocol decoder'
+	@echo 'make test     go vet, go test -race (e2e: race-checked gateways), then a short fuzz of the protocol decoder and filter parser'
 	@echo 'make bench    run every benchmark'
 	@echo 'make cluster  Redis + 3 gateways (127.0.0.1:8081-8083) + haproxy on 127.0.0.1:8080'
 	@echo 'make fmt      gofmt the tree'
@@ -58,6 +58,7 @@ test: deps
 	$(GO) test -race -count=1 -timeout 30m $$($(GO) list ./... | grep -v '/e2e$$')
 	UPDRAFT_TESTENV_RACE=1 $(GO) test -count=1 -timeout 30m ./e2e
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=15s -fuzzminimizetime=1s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzParseFilter$$' -fuzztime=10s -fuzzminimizetime=1s ./protocol
 
 bench: deps
 	$(GO) test -run='^$$' -bench=. -benchmem ./...

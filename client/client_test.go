@@ -280,7 +280,7 @@ func TestMultiMessageFrames(t *testing.T) {
 		[]byte(`{"type":"presence","topic":"chat/general","event":"join","member":{}}`),
 		[]byte("  "),
 		event("chat/other", "message", "e1", 1, `{}`),
-		event("chat/general", "message", "e1", 6, `{"text":"six"}`),
+		[]byte(`{"type":"event","topic":"chat/general","event":"message","epoch":"e1","seq":6,"ts":1,"data":{"text":"six"},"truncated":true}`),
 		[]byte(`not json`),
 	)
 	sub := await(t, ch, "subscription")
@@ -289,7 +289,7 @@ func TestMultiMessageFrames(t *testing.T) {
 	}
 	rec.until(t, "two events", func() bool { return len(rec.events) == 2 })
 	rec.mu.Lock()
-	ev := rec.events[0]
+	ev, ev6 := rec.events[0], rec.events[1]
 	seqs := rec.seqs()
 	rec.mu.Unlock()
 	if !slices.Equal(seqs, []uint64{5, 6}) {
@@ -297,6 +297,9 @@ func TestMultiMessageFrames(t *testing.T) {
 	}
 	if ev.Type != protocol.TypeEvent || ev.Topic != "chat/general" || ev.Event != "message" || ev.Epoch != "e1" || ev.TS != 1764170000005 || string(ev.Data) != `{"text":"five"}` {
 		t.Errorf("event %+v", ev)
+	}
+	if ev.Truncated || !ev6.Truncated {
+		t.Errorf("truncated: %v, %v; want false, true", ev.Truncated, ev6.Truncated)
 	}
 	if got := sub.Position(); got != (protocol.Position{Epoch: "e1", Seq: 6}) {
 		t.Errorf("position %+v", got)

@@ -331,6 +331,7 @@ type inbound struct {
 	From  string          `json:"from"`
 	Data  json.RawMessage `json:"data"`
 	Old   json.RawMessage `json:"old"`
+	Trunc bool            `json:"truncated"`
 	// disconnect
 	Code   int    `json:"code"`
 	Reason string `json:"reason"`
@@ -362,7 +363,7 @@ func (cn *conn) handle(line []byte) {
 	case protocol.TypeEvent:
 		cn.c.event(protocol.Event{
 			Type: m.Type, Topic: m.Topic, Event: m.Event, Epoch: m.Epoch, Seq: m.Seq,
-			TS: m.TS, From: m.From, Data: m.Data, Old: m.Old,
+			TS: m.TS, From: m.From, Data: m.Data, Old: m.Old, Truncated: m.Trunc,
 		})
 	case protocol.TypeDisconnect:
 		cn.mu.Lock()

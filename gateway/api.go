@@ -185,7 +185,7 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), brokerTimeout)
 	defer cancel()
-	res, err := s.history(ctx, topic, before, limit)
+	res, err := s.history(ctx, topic, before, limit, protocol.Filter{}) // application servers see every row
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "history failed: the message store is unreachable")
 		return

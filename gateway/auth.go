@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,12 +15,23 @@ import (
 )
 
 // Claims are what a token grants: the subject and the topic patterns it may
-// subscribe and publish to, plus forced filters per table topic.
+// subscribe and publish to, plus forced row filters.
 type Claims struct {
 	jwt.RegisteredClaims
-	Subscribe []string          `json:"subscribe,omitempty"`
-	Publish   []string          `json:"publish,omitempty"`
-	Filters   map[string]string `json:"filters,omitempty"`
+	Subscribe []string `json:"subscribe,omitempty"`
+	Publish   []string `json:"publish,omitempty"`
+	// Filters maps a table-topic pattern ("orders", "*") to a filter that
+	// every subscription and history read on a matching table topic gets,
+	// ANDed with the client's own filter.
+	Filters map[string]string `json:"filters,omitempty"`
+
+	forced []forcedFilter // Filters parsed by authenticate, sorted by pattern
+}
+
+// forcedFilter is one parsed entry of Claims.Filters.
+type forcedFilter struct {
+	pattern string
+	filter  protocol.Filter
 }
 
 // anonymous grants everything: a connect without a token on a gateway with
@@ -64,12 +76,50 @@ func (s *Server) authenticate(token string) (*Claims, error) {
 			}
 		}
 	}
-	for topic := range c.Filters {
-		if err := protocol.ValidateTopic(topic); err != nil {
-			return nil, fmt.Errorf("token forces a filter on an invalid topic: %w", err)
+	forced, err := parseForced(c.Filters)
+	if err != nil {
+		return nil, err
+	}
+	c.forced = forced
+	return &c, nil
+}
+
+// parseForced validates and parses a token's forced filters. Any bad entry
+// refuses the whole token: a forced filter the server cannot apply must
+// not turn into access to every row.
+func parseForced(filters map[string]string) ([]forcedFilter, error) {
+	forced := make([]forcedFilter, 0, len(filters))
+	for pattern, s := range filters {
+		if err := protocol.ValidatePattern(pattern); err != nil {
+			return nil, fmt.Errorf("token forces a filter on an invalid topic pattern: %w", err)
+		}
+		if !protocol.IsTable(pattern) {
+			return nil, fmt.Errorf("token forces a filter on %q: filters apply to table topics only (no '/')", pattern)
+		}
+		f, err := protocol.ParseFilter(s)
+		if err != nil {
+			return nil, fmt.Errorf("token forces an invalid filter on %q: %w", pattern, err)
+		}
+		forced = append(forced, forcedFilter{pattern: pattern, filter: f})
+	}
+	// A fixed order makes the combined filter the same on every request.
+	slices.SortFunc(forced, func(a, b forcedFilter) int { return strings.Compare(a.pattern, b.pattern) })
+	return forced, nil
+}
+
+// forcedOn is the AND of every forced filter whose pattern matches topic;
+// the zero Filter when none does. Application topics have none.
+func (c *Claims) forcedOn(topic string) protocol.Filter {
+	var f protocol.Filter
+	if !protocol.IsTable(topic) {
+		return f
+	}
+	for _, ff := range c.forced {
+		if protocol.MatchPattern(ff.pattern, topic) {
+			f = f.And(ff.filter)
 		}
 	}
-	return &c, nil
+	return f
 }
 
 // expiry is when the claims stop being valid; zero when they never do.

@@ -35,6 +35,11 @@ type subscription struct {
 	// cache line.
 	sess    *session
 	holding atomic.Bool // set until release; read lock-free by Deliver
+	// filter decides which of the topic's messages this subscription gets
+	// (table topics only): the token's forced filters ANDed with the
+	// client's own. Set before the subscription joins the hub, never
+	// changed: subscribing again makes a new subscription.
+	filter protocol.Filter
 	// floor is the last position sent by release: a live message at or
 	// below it in its epoch already reached the client from history (the
 	// broker's stream can lag behind a history read). Written once before
@@ -139,7 +144,9 @@ func (h *hub) remove(sub *subscription) {
 // Deliver fans a message out to this node's subscribers of its topic. It is
 // the broker's Handler: it encodes the event once and queues the same bytes
 // for every subscriber without blocking; a subscriber whose queue is full
-// is closed as a slow consumer.
+// is closed as a slow consumer. Filters decide who gets the message, never
+// how it is encoded: the row is decoded once, and only when a subscriber
+// of the topic has a filter.
 func (s *Server) Deliver(m broker.Message) {
 	sh := s.hub.shard(m.Topic)
 	sh.mu.RLock()
@@ -148,13 +155,21 @@ func (s *Server) Deliver(m broker.Message) {
 		sh.mu.RUnlock()
 		return
 	}
-	ev := protocol.Event{
-		Topic: m.Topic, Event: m.Event, Epoch: m.Epoch, Seq: m.Seq, TS: m.TS,
-		From: m.From, Data: m.Data, Old: m.Old,
-	}
+	ev := eventOf(&m)
 	frame := protocol.AppendEvent(make([]byte, 0, len(m.Data)+len(m.Old)+len(m.From)+len(m.Topic)+128), &ev)
 	n := 0
+	var row protocol.Row
+	rowRead := false
 	for sub := range set {
+		if !sub.filter.IsZero() {
+			if !rowRead {
+				row, _ = protocol.ParseRow(m.Data) // not an object: matches no filter
+				rowRead = true
+			}
+			if !sub.filter.Match(row) {
+				continue
+			}
+		}
 		if sub.holding.Load() && sub.hold(&m, frame) || sub.sent(&m) {
 			continue
 		}
@@ -166,5 +181,13 @@ func (s *Server) Deliver(m broker.Message) {
 	s.metrics.messagesOut.Add(float64(n))
 	if m.TS > 0 {
 		s.metrics.fanout.Observe(float64(time.Now().UnixMilli()-m.TS) / 1e3)
+	}
+}
+
+// eventOf is m as the wire event.
+func eventOf(m *broker.Message) protocol.Event {
+	return protocol.Event{
+		Topic: m.Topic, Event: m.Event, Epoch: m.Epoch, Seq: m.Seq, TS: m.TS,
+		From: m.From, Data: m.Data, Old: m.Old, Truncated: m.Truncated,
 	}
 }

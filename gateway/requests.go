@@ -121,15 +121,22 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 		sess.replyError(req.Ref, protocol.CodeForbidden, "not allowed to subscribe to "+topic)
 		return
 	}
+	// The effective filter: the token's forced filters, which the client
+	// cannot lift, ANDed with the client's own.
+	filter := sess.claims.forcedOn(topic)
+	if req.Filter != "" {
+		if !protocol.IsTable(topic) {
+			sess.replyError(req.Ref, protocol.CodeBadRequest, "filters apply to table topics only; "+topic+" is an application topic")
+			return
+		}
+		own, err := protocol.ParseFilter(req.Filter)
+		if err != nil {
+			sess.replyError(req.Ref, protocol.CodeBadRequest, err.Error())
+			return
+		}
+		filter = filter.And(own)
+	}
 	switch {
-	case req.Filter != "":
-		sess.replyError(req.Ref, protocol.CodeBadRequest, "filters are not available in this version of the server")
-		return
-	case sess.claims.Filters[topic] != "":
-		// Fail closed: a forced filter this server cannot apply must not
-		// turn into access to every row.
-		sess.replyError(req.Ref, protocol.CodeForbidden, "the token forces a filter on "+topic+", which this server cannot apply")
-		return
 	case req.Presence:
 		sess.replyError(req.Ref, protocol.CodeUnavailable, "presence is not available in this version of the server")
 		return
@@ -149,7 +156,7 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 
 	// Go live first, holding live messages back, then read what the client
 	// must get before them: no message can fall between the two.
-	sub := &subscription{sess: sess, topic: topic}
+	sub := &subscription{sess: sess, topic: topic, filter: filter}
 	sub.holding.Store(true)
 	sess.srv.hub.add(sub)
 	if resubscribe {
@@ -176,7 +183,9 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 		return
 	}
 	sess.replyOK(req.Ref, protocol.SubscribeResult{Epoch: cu.latest.Epoch, Seq: cu.latest.Seq, Recovered: cu.recovered})
-	if err := sess.sendHistory(cu.messages); err != nil {
+	// Filtering after catchUp leaves cu.from where the history read ended,
+	// whether or not its last message passed the filter.
+	if err := sess.sendHistory(filterMessages(cu.messages, filter)); err != nil {
 		if !errors.Is(err, errQueueClosed) {
 			sess.slowConsumer()
 		}
@@ -235,6 +244,21 @@ func (s *Server) catchUp(ctx context.Context, topic string, since *protocol.Posi
 	return r, nil
 }
 
+// filterMessages returns the messages whose row f matches, in order. A
+// zero f keeps them all. msgs is left as it is: a broker may share it.
+func filterMessages(msgs []broker.Message, f protocol.Filter) []broker.Message {
+	if f.IsZero() {
+		return msgs
+	}
+	var kept []broker.Message
+	for _, m := range msgs {
+		if row, _ := protocol.ParseRow(m.Data); f.Match(row) {
+			kept = append(kept, m)
+		}
+	}
+	return kept
+}
+
 // sendHistory queues recovered messages, packed into frame-sized items,
 // waiting for the writer when the outbox is full.
 func (sess *session) sendHistory(msgs []broker.Message) error {
@@ -249,7 +273,8 @@ func (sess *session) sendHistory(msgs []broker.Message) error {
 		if len(chunk) > 0 {
 			chunk = append(chunk, protocol.Separator)
 		}
-		chunk = protocol.AppendEvent(chunk, &protocol.Event{Topic: m.Topic, Event: m.Event, Epoch: m.Epoch, Seq: m.Seq, TS: m.TS, From: m.From, Data: m.Data, Old: m.Old})
+		ev := eventOf(m)
+		chunk = protocol.AppendEvent(chunk, &ev)
 		if len(chunk) >= maxFrameOut/2 || i == len(msgs)-1 {
 			if err := sess.queue.pushWait(ctx, chunk); err != nil {
 				return err
@@ -331,12 +356,8 @@ func (sess *session) handleHistory(req *protocol.Request) {
 		sess.replyError(req.Ref, protocol.CodeForbidden, "not allowed to read the history of "+req.Topic)
 		return
 	}
-	if sess.claims.Filters[req.Topic] != "" {
-		sess.replyError(req.Ref, protocol.CodeForbidden, "the token forces a filter on "+req.Topic+", which this server cannot apply")
-		return
-	}
 	ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
-	res, err := sess.srv.history(ctx, req.Topic, req.Before, req.Limit)
+	res, err := sess.srv.history(ctx, req.Topic, req.Before, req.Limit, sess.claims.forcedOn(req.Topic))
 	cancel()
 	if err != nil {
 		sess.brokerError(req.Ref, "history", err)
@@ -414,20 +435,58 @@ const (
 	maxHistoryLimit     = 1000
 )
 
-func (s *Server) history(ctx context.Context, topic string, before uint64, limit int) (protocol.HistoryResult, error) {
+// maxHistoryScan bounds the messages a filtered history request reads
+// while looking for limit matching ones.
+const maxHistoryScan = 10 * maxHistoryLimit
+
+// history answers a history request: the limit newest messages below
+// before that filter matches. With a filter it reads on, page by page
+// towards older messages, until it has limit matches, history ends, or
+// maxHistoryScan messages were read.
+func (s *Server) history(ctx context.Context, topic string, before uint64, limit int, filter protocol.Filter) (protocol.HistoryResult, error) {
 	switch {
 	case limit <= 0:
 		limit = defaultHistoryLimit
 	case limit > maxHistoryLimit:
 		limit = maxHistoryLimit
 	}
-	page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{Before: before, Limit: limit})
-	if err != nil {
-		return protocol.HistoryResult{}, err
+	pageSize := limit
+	if !filter.IsZero() {
+		pageSize = maxHistoryLimit
 	}
-	res := protocol.HistoryResult{Epoch: page.Latest.Epoch, Messages: make([]protocol.HistoryMessage, len(page.Messages))}
-	for i, m := range page.Messages {
-		res.Messages[i] = protocol.HistoryMessage{Seq: m.Seq, Event: m.Event, TS: m.TS, From: m.From, Data: m.Data, Old: m.Old}
+	var (
+		epoch   string
+		pages   [][]broker.Message // matching messages per page, newest page first
+		found   int
+		scanned int
+	)
+	for {
+		page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{Before: before, Limit: pageSize})
+		if err != nil {
+			return protocol.HistoryResult{}, err
+		}
+		if len(pages) == 0 {
+			epoch = page.Latest.Epoch
+		} else if page.Latest.Epoch != epoch {
+			break // a new epoch began meanwhile: older pages are gone
+		}
+		scanned += len(page.Messages)
+		kept := filterMessages(page.Messages, filter)
+		pages = append(pages, kept)
+		found += len(kept)
+		if filter.IsZero() || found >= limit || len(page.Messages) < pageSize || scanned >= maxHistoryScan {
+			break
+		}
+		before = page.Messages[0].Seq
+	}
+	res := protocol.HistoryResult{Epoch: epoch, Messages: make([]protocol.HistoryMessage, 0, min(found, limit))}
+	for i := len(pages) - 1; i >= 0; i-- {
+		for _, m := range pages[i] {
+			res.Messages = append(res.Messages, protocol.HistoryMessage{Seq: m.Seq, Event: m.Event, TS: m.TS, From: m.From, Data: m.Data, Old: m.Old, Truncated: m.Truncated})
+		}
+	}
+	if extra := len(res.Messages) - limit; extra > 0 {
+		res.Messages = res.Messages[extra:] // keep the newest
 	}
 	return res, nil
 }

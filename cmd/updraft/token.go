@@ -38,6 +38,9 @@ func runToken(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		if err := protocol.ValidatePattern(topic); err != nil {
 			return err
 		}
+		if _, err := protocol.ParseFilter(filter); err != nil {
+			return err
+		}
 		if _, dup := filters[topic]; dup {
 			return fmt.Errorf("two filters for %s; join conditions with & instead", topic)
 		}

@@ -120,6 +120,7 @@ func TestTokenBadInput(t *testing.T) {
 		{"filter without =", []string{"--sub", "u", "--secret", "k", "--filter", "orders"}, true, nil, "topic=filter"},
 		{"filter with bad topic", []string{"--sub", "u", "--secret", "k", "--filter", "a//b=x=eq.1"}, true, nil, "invalid topic pattern"},
 		{"filter twice", []string{"--sub", "u", "--secret", "k", "--filter", "t=a=eq.1", "--filter", "t=b=eq.2"}, true, nil, "two filters"},
+		{"filter unparsable", []string{"--sub", "u", "--secret", "k", "--filter", "orders=status=like.x"}, true, nil, "unknown operator"},
 		{"zero ttl", []string{"--sub", "u", "--secret", "k", "--ttl", "0s"}, true, nil, "--ttl"},
 		{"bad ttl", []string{"--sub", "u", "--secret", "k", "--ttl", "soon"}, true, nil, "invalid value"},
 		{"extra argument", []string{"--sub", "u", "--secret", "k", "orders"}, true, nil, "unexpected argument"},
