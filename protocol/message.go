@@ -156,6 +156,44 @@ type SubscribeResult struct {
 	Epoch     string `json:"epoch"`
 	Seq       uint64 `json:"seq"`
 	Recovered bool   `json:"recovered"`
+	// Members is the topic's presence list, present only when the
+	// subscribe asked for presence.
+	Members []Member `json:"members,omitempty"`
+}
+
+// Member is one connection present on one topic.
+type Member struct {
+	// Key is the token's sub, or the session id of an anonymous client: a
+	// user with three tabs is three members with one key.
+	Key string `json:"key"`
+	// Conn is the connection's session id.
+	Conn string `json:"conn"`
+	// State is the application's JSON object; absent for none.
+	State json.RawMessage `json:"state,omitempty"`
+	// Joined is when the member joined, in Unix milliseconds.
+	Joined int64 `json:"joined"`
+}
+
+// Presence events.
+const (
+	PresenceJoin   = "join"
+	PresenceUpdate = "update"
+	PresenceLeave  = "leave"
+)
+
+// PresenceEvent tells a subscriber that asked for presence that a member
+// joined, updated its state or left.
+type PresenceEvent struct {
+	Type   string `json:"type"` // TypePresence
+	Topic  string `json:"topic"`
+	Event  string `json:"event"` // PresenceJoin, PresenceUpdate or PresenceLeave
+	Member Member `json:"member"`
+}
+
+// MembersResult is the data of a members reply and the answer of
+// GET /api/v1/presence.
+type MembersResult struct {
+	Members []Member `json:"members"`
 }
 
 // HistoryResult is the data of a history reply (and the answer of
