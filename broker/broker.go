@@ -63,6 +63,11 @@ type Message struct {
 	Publication
 }
 
+// SignalHandler receives the signals (see Broker.Signal) of every topic the
+// node has subscribed to. It must not block; payload is the handler's to
+// keep.
+type SignalHandler func(topic string, payload []byte)
+
 // Handler receives the messages of every topic the node has subscribed to.
 // It is called from the broker's delivery goroutines, for one topic never
 // concurrently and always in seq order (see Broker), and must not block: it
@@ -139,6 +144,14 @@ type Broker interface {
 
 	// History returns retained messages of topic's current epoch.
 	History(ctx context.Context, topic string, q HistoryQuery) (HistoryPage, error)
+
+	// Signal sends payload to every node subscribed to topic, the caller's
+	// included, through their SignalHandler: no position, no history, at
+	// most once (a node whose connection to the store is down misses it).
+	// A node receives a topic's signals in the order they were sent, in
+	// line with its messages. Presence events travel this way: they must
+	// not take a topic's seqs, and the presence store is their truth.
+	Signal(ctx context.Context, topic string, payload []byte) error
 
 	// Ping reports whether the backing store is reachable.
 	Ping(ctx context.Context) error

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,8 @@ type MemoryConfig struct {
 	Retention Retention
 	// Handler receives the messages of subscribed topics; nil discards them.
 	Handler Handler
+	// OnSignal receives the signals of subscribed topics; nil discards them.
+	OnSignal SignalHandler
 }
 
 // memShards is the number of shards of the topic map: topics on different
@@ -39,6 +42,7 @@ const memShards = 64
 type Memory struct {
 	retention Retention
 	handler   Handler
+	onSignal  SignalHandler
 
 	shards [memShards]memShard
 	coord  memCoord // leases and cursors: see lease.go
@@ -74,11 +78,15 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	m := &Memory{
 		retention: cfg.Retention.withDefaults(),
 		handler:   cfg.Handler,
+		onSignal:  cfg.OnSignal,
 		stop:      make(chan struct{}),
 		swept:     make(chan struct{}),
 	}
 	if m.handler == nil {
 		m.handler = func(Message) {}
+	}
+	if m.onSignal == nil {
+		m.onSignal = func(string, []byte) {}
 	}
 	for i := range m.shards {
 		m.shards[i].topics = make(map[string]*memTopic)
@@ -232,6 +240,23 @@ func selectSeqs(first, last uint64, q HistoryQuery) (lo, hi uint64, ok bool) {
 		}
 	}
 	return lo, hi, true
+}
+
+// Signal implements Broker: the SignalHandler is called synchronously,
+// under the topic's lock, when the topic is subscribed.
+func (m *Memory) Signal(ctx context.Context, topic string, payload []byte) error {
+	if err := m.check(ctx); err != nil {
+		return err
+	}
+	t := m.lockTopic(topic, false)
+	if t == nil {
+		return nil
+	}
+	defer t.mu.Unlock()
+	if t.refs > 0 && !m.closed.Load() {
+		m.onSignal(topic, bytes.Clone(payload))
+	}
+	return nil
 }
 
 // Ping implements Broker: a Memory is reachable until it is closed.

@@ -28,6 +28,8 @@ type RedisConfig struct {
 	Retention Retention
 	// Handler receives the messages of subscribed topics; nil discards them.
 	Handler Handler
+	// OnSignal receives the signals of subscribed topics; nil discards them.
+	OnSignal SignalHandler
 	// Logger receives the broker's background events (lost and restored
 	// connections, undecodable payloads); nil means no logging.
 	Logger *zap.Logger
@@ -177,6 +179,7 @@ type Redis struct {
 	ps        *redis.PubSub // receiving: only the receive loop; commands: safe for concurrent use
 	retention Retention
 	handler   Handler
+	onSignal  SignalHandler
 	log       *zap.Logger
 	onError   func(error)
 
@@ -267,6 +270,7 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		client:          redis.NewClient(opt),
 		retention:       cfg.Retention.withDefaults(),
 		handler:         cfg.Handler,
+		onSignal:        cfg.OnSignal,
 		log:             cfg.Logger,
 		onError:         cfg.OnError,
 		checkInterval:   cfg.CheckInterval,
@@ -290,6 +294,9 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	}
 	if r.handler == nil {
 		r.handler = func(Message) {}
+	}
+	if r.onSignal == nil {
+		r.onSignal = func(string, []byte) {}
 	}
 	if r.log == nil {
 		r.log = zap.NewNop()
@@ -348,6 +355,24 @@ func (r *Redis) Publish(ctx context.Context, topic string, pub Publication) (Pos
 	}
 	return Position{Epoch: epoch, Seq: uint64(seq)}, nil
 }
+
+// Signal implements Broker: one PUBLISH on the topic's channel, the
+// payload prefixed by signalPrefix, which no message payload starts with
+// (those start with an epoch, hex digits).
+func (r *Redis) Signal(ctx context.Context, topic string, payload []byte) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	msg := make([]byte, 0, len(signalPrefix)+len(payload))
+	msg = append(append(msg, signalPrefix...), payload...)
+	if err := r.client.Publish(ctx, channelName(topic), msg).Err(); err != nil {
+		return r.fail(ctx, "signal", topic, err)
+	}
+	return nil
+}
+
+// signalPrefix marks a signal on a topic's channel.
+const signalPrefix = "!"
 
 // Subscribe implements Broker. The first reference sends SUBSCRIBE, and
 // once Redis confirmed it reads the topic's latest position (the baseline:

@@ -13,6 +13,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -110,6 +111,10 @@ func (r *Redis) deliver(m *redis.Message) {
 	s := r.subs[topic]
 	r.subsMu.RUnlock()
 	if s == nil || !s.active.Load() {
+		return
+	}
+	if sig, ok := strings.CutPrefix(m.Payload, signalPrefix); ok {
+		r.onSignal(topic, []byte(sig))
 		return
 	}
 	pos, pub, err := decodePayload(m.Payload)

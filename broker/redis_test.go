@@ -34,7 +34,7 @@ func redisFactory(tb testing.TB, srv *testenv.Redis) brokertest.Factory {
 		Coordinator: true,
 		New: func(tb testing.TB, cfg brokertest.Config) broker.Broker {
 			return newRedisNode(tb, srv, broker.RedisConfig{
-				Handler: cfg.Handler, Retention: cfg.Retention, CheckInterval: 20 * time.Millisecond,
+				Handler: cfg.Handler, OnSignal: cfg.OnSignal, Retention: cfg.Retention, CheckInterval: 20 * time.Millisecond,
 			})
 		},
 		MultiNode: true,

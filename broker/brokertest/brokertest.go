@@ -28,6 +28,7 @@ import (
 // Config is what the suite asks a Factory to make a node with.
 type Config struct {
 	Handler   broker.Handler
+	OnSignal  broker.SignalHandler
 	Retention broker.Retention
 }
 
@@ -81,6 +82,8 @@ func Run(t *testing.T, f Factory) {
 		{"TTLStartsNewEpoch", false, testTTL},
 		{"CanceledContext", false, testCanceledContext},
 		{"Close", false, testClose},
+		{"Signal", false, testSignal},
+		{"MultiNodeSignal", true, testMultiNodeSignal},
 		{"MultiNodeDelivery", true, testMultiNodeDelivery},
 		{"MultiNodeOrder", true, testMultiNodeOrder},
 		{"MultiNodeSubscribeActiveOnReturn", true, testMultiNodeSubscribeActiveOnReturn},
@@ -115,7 +118,7 @@ func newNode(t testing.TB, f Factory, ret broker.Retention) *node {
 			t.Errorf("the Handler saw %d duplicate or out-of-order messages, first: %s", len(v), v[0])
 		}
 	})
-	b := f.New(t, Config{Handler: rec.handle, Retention: ret})
+	b := f.New(t, Config{Handler: rec.handle, OnSignal: rec.signal, Retention: ret})
 	t.Cleanup(func() { _ = b.Close() })
 	return &node{Broker: b, rec: rec}
 }
@@ -126,7 +129,23 @@ func newNode(t testing.TB, f Factory, ret broker.Retention) *node {
 type recorder struct {
 	mu      sync.Mutex
 	byTopic map[string][]broker.Message // guarded by mu
+	signals map[string][]string         // guarded by mu: payloads by topic
 	bad     []string                    // guarded by mu
+}
+
+func (r *recorder) signal(topic string, payload []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.signals == nil {
+		r.signals = map[string][]string{}
+	}
+	r.signals[topic] = append(r.signals[topic], string(payload))
+}
+
+func (r *recorder) signalsOf(topic string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.signals[topic]...)
 }
 
 func (r *recorder) handle(m broker.Message) {
@@ -837,4 +856,61 @@ func testMultiNodeOrder(t *testing.T, f Factory) {
 		}
 	}
 	assertDelivered(t, a, c, topic, 2*each)
+}
+
+// testSignal: a signal reaches the subscribed node in order with the
+// topic's messages, takes no position and stays out of history; an
+// unsubscribed node gets none.
+func testSignal(t *testing.T, f Factory) {
+	ctx := context.Background()
+	n := newNode(t, f, broker.Retention{})
+	topic := newTopic(t)
+	if err := n.Signal(ctx, topic, []byte("before")); err != nil {
+		t.Fatalf("Signal on an unsubscribed topic: %v", err)
+	}
+	subscribe(t, n, topic)
+	for _, p := range []string{"a", "b", `{"x":1}`} {
+		if err := n.Signal(ctx, topic, []byte(p)); err != nil {
+			t.Fatalf("Signal: %v", err)
+		}
+	}
+	publish(t, n, topic, `1`)
+	n.rec.wait(t, topic, 1)
+	testenv.Eventually(t, waitFor, func() bool { return len(n.rec.signalsOf(topic)) == 3 }, "signals %q, want a b {\"x\":1}", n.rec.signalsOf(topic))
+	if got := strings.Join(n.rec.signalsOf(topic), " "); got != `a b {"x":1}` {
+		t.Errorf("signals %q", got)
+	}
+	if pos, err := n.Latest(ctx, topic); err != nil || pos.Seq != 1 {
+		t.Errorf("Latest after three signals and one publish = %+v, %v; want seq 1", pos, err)
+	}
+	if page, err := n.History(ctx, topic, broker.HistoryQuery{}); err != nil || len(page.Messages) != 1 {
+		t.Errorf("History holds %d messages (%v), want 1", len(page.Messages), err)
+	}
+	unsubscribe(t, n, topic)
+	if err := n.Signal(ctx, topic, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	assertDelivered(t, n, n, topic, 1)
+	if got := n.rec.signalsOf(topic); len(got) != 3 {
+		t.Errorf("signals after Unsubscribe: %q", got)
+	}
+}
+
+// testMultiNodeSignal: a signal sent by one node reaches every node
+// subscribed to the topic.
+func testMultiNodeSignal(t *testing.T, f Factory) {
+	ctx := context.Background()
+	a, b, c := newNode(t, f, broker.Retention{}), newNode(t, f, broker.Retention{}), newNode(t, f, broker.Retention{})
+	topic := newTopic(t)
+	subscribe(t, b, topic)
+	subscribe(t, c, topic)
+	if err := a.Signal(ctx, topic, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []*node{b, c} {
+		testenv.Eventually(t, waitFor, func() bool { return len(n.rec.signalsOf(topic)) == 1 }, "node %d: signals %q", i, n.rec.signalsOf(topic))
+	}
+	if got := a.rec.signalsOf(topic); len(got) != 0 {
+		t.Errorf("the unsubscribed sender got %q", got)
+	}
 }
