@@ -133,23 +133,26 @@ func (s *Memory) Members(ctx context.Context, topic string) ([]Member, error) {
 }
 
 // Heartbeat implements Store.
-func (s *Memory) Heartbeat(ctx context.Context, node string, entries []Entry, ttl time.Duration) error {
+func (s *Memory) Heartbeat(ctx context.Context, node string, entries []Entry, ttl time.Duration) ([]Entry, error) {
 	if err := s.check(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	if ttl <= 0 {
-		return fmt.Errorf("%w: ttl %v is not positive", ErrInvalid, ttl)
+		return nil, fmt.Errorf("%w: ttl %v is not positive", ErrInvalid, ttl)
 	}
 	expiry := expiryOf(s.now(), ttl)
+	var missing []Entry
 	for _, en := range entries {
 		sh := s.shard(en.Topic)
 		sh.mu.Lock()
 		if e := sh.topics[en.Topic][en.Conn]; e != nil {
 			e.expiry = max(e.expiry, expiry)
+		} else {
+			missing = append(missing, en)
 		}
 		sh.mu.Unlock()
 	}
-	return nil
+	return missing, nil
 }
 
 // Sweep implements Store.

@@ -87,11 +87,13 @@ type Store interface {
 
 	// Heartbeat sets the expiry of every membership in entries to now +
 	// ttl, unless it is later already. Entries that are not memberships
-	// (untracked or swept) are ignored: Heartbeat never adds a member.
-	// node names the caller, whose memberships entries should be; it is
-	// not checked. Redis serves a Heartbeat in one pipelined round trip,
-	// however many topics and members.
-	Heartbeat(ctx context.Context, node string, entries []Entry, ttl time.Duration) error
+	// (untracked, swept, or lost with the store's data) are returned as
+	// missing, in the order given: Heartbeat never adds a member, the
+	// caller tracks them again if they should still be. node names the
+	// caller, whose memberships entries should be; it is not checked.
+	// Redis serves a Heartbeat in one pipelined round trip, however many
+	// topics and members.
+	Heartbeat(ctx context.Context, node string, entries []Entry, ttl time.Duration) (missing []Entry, err error)
 
 	// Sweep removes topic's members whose expiry is not after now and
 	// returns them, ordered like Members. Each is returned by exactly one

@@ -175,36 +175,70 @@ func (r *Redis) Members(ctx context.Context, topic string) ([]Member, error) {
 	return out, nil
 }
 
-// Heartbeat implements Store in one pipeline: ZADD XX GT per entry (XX:
-// never adds a member; GT: never shortens an expiry), then PEXPIRE GT of
-// each topic's keys. The keys exist with a TTL whenever they hold a
-// member, so GT only keeps a longer safety net in place.
-func (r *Redis) Heartbeat(ctx context.Context, node string, entries []Entry, ttl time.Duration) error {
+// Heartbeat implements Store in one pipeline: per topic, ZADD XX GT of
+// its entries (XX: never adds a member; GT: never shortens an expiry),
+// ZMSCORE of the same entries (a nil score is a missing member), then
+// PEXPIRE GT of the topic's keys. The keys exist with a TTL whenever they
+// hold a member, so GT only keeps a longer safety net in place.
+func (r *Redis) Heartbeat(ctx context.Context, node string, entries []Entry, ttl time.Duration) ([]Entry, error) {
 	if err := r.check(ctx, "heartbeat", node); err != nil {
-		return err
+		return nil, err
 	}
 	if ttl <= 0 {
-		return fmt.Errorf("%w: ttl %v is not positive", ErrInvalid, ttl)
+		return nil, fmt.Errorf("%w: ttl %v is not positive", ErrInvalid, ttl)
 	}
 	if len(entries) == 0 {
-		return nil
+		return nil, nil
 	}
 	expiry := float64(expiryOf(r.now(), ttl))
 	safety := safetyTTL(ttl)
-	topics := make(map[string]struct{})
-	p := r.client.Pipeline()
-	for _, e := range entries {
-		p.ZAddArgs(ctx, expiryKey(e.Topic), redis.ZAddArgs{XX: true, GT: true, Members: []redis.Z{{Score: expiry, Member: e.Conn}}})
-		topics[e.Topic] = struct{}{}
+	// Entries grouped by topic, in order of first appearance.
+	var topics []string
+	byTopic := make(map[string][]int)
+	for i, e := range entries {
+		if _, ok := byTopic[e.Topic]; !ok {
+			topics = append(topics, e.Topic)
+		}
+		byTopic[e.Topic] = append(byTopic[e.Topic], i)
 	}
-	for t := range topics {
+	p := r.client.Pipeline()
+	scores := make([]*redis.FloatSliceCmd, len(topics))
+	for ti, t := range topics {
+		idx := byTopic[t]
+		zs := make([]redis.Z, len(idx))
+		conns := make([]string, len(idx))
+		for j, i := range idx {
+			zs[j] = redis.Z{Score: expiry, Member: entries[i].Conn}
+			conns[j] = entries[i].Conn
+		}
+		p.ZAddArgs(ctx, expiryKey(t), redis.ZAddArgs{XX: true, GT: true, Members: zs})
+		scores[ti] = p.ZMScore(ctx, expiryKey(t), conns...)
 		p.Do(ctx, "PEXPIRE", membersKey(t), safety, "GT")
 		p.Do(ctx, "PEXPIRE", expiryKey(t), safety, "GT")
 	}
 	if _, err := p.Exec(ctx); err != nil {
-		return r.fail(ctx, "heartbeat", node, err)
+		return nil, r.fail(ctx, "heartbeat", node, err)
 	}
-	return nil
+	// ZMSCORE answers 0 for a missing member (go-redis maps nil to 0);
+	// a live expiry is a positive Unix time.
+	var missing []bool
+	for ti, t := range topics {
+		for j, score := range scores[ti].Val() {
+			if score == 0 {
+				if missing == nil {
+					missing = make([]bool, len(entries))
+				}
+				missing[byTopic[t][j]] = true
+			}
+		}
+	}
+	var out []Entry
+	for i, m := range missing {
+		if m {
+			out = append(out, entries[i])
+		}
+	}
+	return out, nil
 }
 
 // Sweep implements Store with presence_sweep.lua.

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,11 +155,14 @@ func sweep(t *testing.T, s presence.Store, topic string, now time.Time) []presen
 	return ms
 }
 
-func heartbeat(t *testing.T, s presence.Store, entries ...presence.Entry) {
+// heartbeat runs a Heartbeat and returns the entries it found missing.
+func heartbeat(t *testing.T, s presence.Store, entries ...presence.Entry) []presence.Entry {
 	t.Helper()
-	if err := s.Heartbeat(context.Background(), "n1", entries, ttl); err != nil {
+	missing, err := s.Heartbeat(context.Background(), "n1", entries, ttl)
+	if err != nil {
 		t.Fatalf("Heartbeat: %v", err)
 	}
+	return missing
 }
 
 // equal compares members, State byte for byte.
@@ -307,7 +311,9 @@ func testHeartbeatExtends(t *testing.T, f Factory) {
 	track(t, ns[0], tp2, c, "n1")
 
 	clk.Advance(ttl - time.Second)
-	heartbeat(t, ns[0], presence.Entry{Topic: tp, Conn: "a"}, presence.Entry{Topic: tp2, Conn: "c"})
+	if missing := heartbeat(t, ns[0], presence.Entry{Topic: tp, Conn: "a"}, presence.Entry{Topic: tp2, Conn: "c"}); len(missing) != 0 {
+		t.Errorf("Heartbeat of live members found %v missing", missing)
+	}
 	clk.Advance(5 * time.Second) // past the ttl of the first Track
 	checkMembers(t, "after the first expiry", members(t, ns[1], tp), a)
 	checkMembers(t, "other topic", members(t, ns[1], tp2), c)
@@ -336,13 +342,17 @@ func testHeartbeatNeverAdds(t *testing.T, f Factory) {
 	}
 	clk.Advance(ttl)
 	checkMembers(t, "swept", sweep(t, s, tp, clk.Now()), b)
-	// a was untracked, b swept, never was never tracked: none comes back.
-	heartbeat(t, s,
-		presence.Entry{Topic: tp, Conn: "a"},
-		presence.Entry{Topic: tp, Conn: "b"},
-		presence.Entry{Topic: tp, Conn: "never"},
-		presence.Entry{Topic: topic(t), Conn: "a"},
-	)
+	// a was untracked, b swept, never was never tracked: none comes back,
+	// and all are reported missing, in order.
+	entries := []presence.Entry{
+		{Topic: tp, Conn: "a"},
+		{Topic: tp, Conn: "b"},
+		{Topic: tp, Conn: "never"},
+		{Topic: topic(t), Conn: "a"},
+	}
+	if missing := heartbeat(t, s, entries...); !slices.Equal(missing, entries) {
+		t.Errorf("Heartbeat reported %v missing, want %v", missing, entries)
+	}
 	checkMembers(t, "members after the heartbeat", members(t, s, tp))
 	checkMembers(t, "sweep after the heartbeat", sweep(t, s, tp, clk.Now().Add(time.Hour)))
 	if !track(t, s, tp, b, "n1") {
@@ -559,7 +569,7 @@ func testInvalidArguments(t *testing.T, f Factory) {
 			t.Errorf("Track with %s = %v, want ErrInvalid", c.name, err)
 		}
 	}
-	if err := s.Heartbeat(ctx, "n1", []presence.Entry{{Topic: tp, Conn: "c"}}, 0); !errors.Is(err, presence.ErrInvalid) {
+	if _, err := s.Heartbeat(ctx, "n1", []presence.Entry{{Topic: tp, Conn: "c"}}, 0); !errors.Is(err, presence.ErrInvalid) {
 		t.Errorf("Heartbeat with zero ttl = %v, want ErrInvalid", err)
 	}
 	checkMembers(t, "members", members(t, s, tp))
@@ -581,7 +591,7 @@ func testCanceledContext(t *testing.T, f Factory) {
 	if _, err := s.Members(ctx, tp); !errors.Is(err, context.Canceled) {
 		t.Errorf("Members = %v, want context.Canceled", err)
 	}
-	if err := s.Heartbeat(ctx, "n1", []presence.Entry{{Topic: tp, Conn: "c"}}, ttl); !errors.Is(err, context.Canceled) {
+	if _, err := s.Heartbeat(ctx, "n1", []presence.Entry{{Topic: tp, Conn: "c"}}, ttl); !errors.Is(err, context.Canceled) {
 		t.Errorf("Heartbeat = %v, want context.Canceled", err)
 	}
 	if _, err := s.Sweep(ctx, tp, clk.Now()); !errors.Is(err, context.Canceled) {
@@ -611,7 +621,7 @@ func testClose(t *testing.T, f Factory) {
 	if _, err := s.Members(ctx, tp); !errors.Is(err, presence.ErrClosed) {
 		t.Errorf("Members = %v, want ErrClosed", err)
 	}
-	if err := s.Heartbeat(ctx, "n1", []presence.Entry{{Topic: tp, Conn: "c"}}, ttl); !errors.Is(err, presence.ErrClosed) {
+	if _, err := s.Heartbeat(ctx, "n1", []presence.Entry{{Topic: tp, Conn: "c"}}, ttl); !errors.Is(err, presence.ErrClosed) {
 		t.Errorf("Heartbeat = %v, want ErrClosed", err)
 	}
 	if _, err := s.Sweep(ctx, tp, clk.Now()); !errors.Is(err, presence.ErrClosed) {
