@@ -40,10 +40,11 @@ func filterServer(t *testing.T, size int) (*httptest.Server, *broker.Memory) {
 
 // wsConn is a bare protocol connection to a test gateway.
 type wsConn struct {
-	t       *testing.T
-	c       *websocket.Conn
-	pending []json.RawMessage // read but not yet consumed
-	refs    int
+	t         *testing.T
+	c         *websocket.Conn
+	pending   []json.RawMessage // read but not yet consumed
+	refs      int
+	presences []protocol.PresenceEvent // presence events read so far, in order
 }
 
 // dialWS connects to hs with token ("" for anonymous) and fails the test
@@ -129,6 +130,12 @@ func (w *wsConn) requestEvents(req map[string]any) (protocol.Reply, []protocol.E
 				w.t.Fatal(err)
 			}
 			events = append(events, ev)
+		case protocol.TypePresence:
+			var pe protocol.PresenceEvent
+			if err := json.Unmarshal(m, &pe); err != nil {
+				w.t.Fatal(err)
+			}
+			w.presences = append(w.presences, pe)
 		default:
 			w.t.Fatalf("unexpected message %s", m)
 		}

@@ -46,15 +46,17 @@ type subscription struct {
 	// holding is cleared, read only after.
 	floor broker.Position
 
-	topic string
-	mu    sync.Mutex
-	held  []heldMessage // guarded by mu; live messages parked while holding
+	topic    string
+	presence bool // the subscriber asked for presence events
+	mu       sync.Mutex
+	held     []heldMessage // guarded by mu; live messages parked while holding
 }
 
 type heldMessage struct {
-	epoch string
-	seq   uint64
-	frame []byte
+	epoch    string
+	seq      uint64
+	frame    []byte
+	presence bool // a presence event: no position, always sent on release
 }
 
 // hold parks a live message while the subscription is being set up. It
@@ -75,6 +77,23 @@ func (sub *subscription) hold(m *broker.Message, frame []byte) bool {
 	return true
 }
 
+// holdPresence parks a presence event while the subscription is being set
+// up, so that it follows the subscribe reply (whose member list it may
+// change). It reports false when the subscription went live meanwhile.
+func (sub *subscription) holdPresence(frame []byte) bool {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if !sub.holding.Load() {
+		return false
+	}
+	if len(sub.held) >= sub.sess.srv.cfg.SendQueue {
+		sub.sess.slowConsumer()
+		return true
+	}
+	sub.held = append(sub.held, heldMessage{frame: frame, presence: true})
+	return true
+}
+
 // release sends the parked messages that come after pos (a later epoch, or
 // a higher seq in pos's epoch) and makes the subscription live. Messages
 // delivered meanwhile wait for it, so order is kept.
@@ -82,6 +101,10 @@ func (sub *subscription) release(pos broker.Position) {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
 	for _, h := range sub.held {
+		if h.presence {
+			sub.sess.send(h.frame)
+			continue
+		}
 		if h.epoch != pos.Epoch || h.seq > pos.Seq {
 			sub.sess.send(h.frame)
 			pos = broker.Position{Epoch: h.epoch, Seq: h.seq}

@@ -21,6 +21,7 @@ type metrics struct {
 	gapsUnfillable   prometheus.Counter
 	messagesInClient prometheus.Counter
 	messagesInHTTP   prometheus.Counter
+	presenceEvents   *prometheus.CounterVec // by event: join, update, leave
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,6 +52,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "updraft_requests_rejected_total", Help: "Client requests answered with an error, by error code.",
 		}, []string{"code"}),
+		presenceEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "updraft_presence_events_total", Help: "Presence events this node signalled to the cluster, by event (join, update, leave).",
+		}, []string{"event"}),
 		redisErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "updraft_redis_errors_total", Help: "Errors talking to Redis.",
 		}),
@@ -64,7 +68,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.messagesInClient = m.messagesIn.WithLabelValues("client")
 	m.messagesInHTTP = m.messagesIn.WithLabelValues("http")
 	reg.MustRegister(m.connections, m.subscriptions, m.messagesIn, m.messagesOut, m.fanout,
-		m.slowConsumers, m.closes, m.rejected, m.redisErrors, m.gapsFilled, m.gapsUnfillable,
+		m.slowConsumers, m.closes, m.rejected, m.redisErrors, m.gapsFilled, m.gapsUnfillable, m.presenceEvents,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

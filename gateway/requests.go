@@ -32,8 +32,12 @@ func (sess *session) handle(req *protocol.Request) {
 		sess.handlePublish(req)
 	case protocol.TypeHistory:
 		sess.handleHistory(req)
-	case protocol.TypeTrack, protocol.TypeUntrack, protocol.TypeMembers:
-		sess.replyError(req.Ref, protocol.CodeUnavailable, "presence is not available in this version of the server")
+	case protocol.TypeTrack:
+		sess.handleTrack(req)
+	case protocol.TypeUntrack:
+		sess.handleUntrack(req)
+	case protocol.TypeMembers:
+		sess.handleMembers(req)
 	}
 }
 
@@ -137,8 +141,8 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 		filter = filter.And(own)
 	}
 	switch {
-	case req.Presence:
-		sess.replyError(req.Ref, protocol.CodeUnavailable, "presence is not available in this version of the server")
+	case req.Presence && sess.srv.cfg.Presence == nil:
+		sess.replyError(req.Ref, protocol.CodeUnavailable, errNoPresence)
 		return
 	case req.Rewind < 0 || req.Rewind > maxRewind:
 		sess.replyError(req.Ref, protocol.CodeBadRequest, fmt.Sprintf("rewind must be between 0 and %d", maxRewind))
@@ -156,17 +160,26 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 
 	// Go live first, holding live messages back, then read what the client
 	// must get before them: no message can fall between the two.
-	sub := &subscription{sess: sess, topic: topic, filter: filter}
+	sub := &subscription{sess: sess, topic: topic, filter: filter, presence: req.Presence}
 	sub.holding.Store(true)
 	sess.srv.hub.add(sub)
+	if sub.presence {
+		sess.srv.watch(topic, +1)
+	}
 	if resubscribe {
 		sess.srv.hub.remove(old) // the node keeps its one broker reference
+		if old.presence {
+			sess.srv.watch(topic, -1)
+		}
 	} else {
 		ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
 		err := sess.srv.cfg.Broker.Subscribe(ctx, topic)
 		cancel()
 		if err != nil {
 			sess.srv.hub.remove(sub)
+			if sub.presence {
+				sess.srv.watch(topic, -1)
+			}
 			sess.brokerError(req.Ref, "subscribe", err)
 			return
 		}
@@ -182,7 +195,21 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 		sess.brokerError(req.Ref, "subscribe", err)
 		return
 	}
-	sess.replyOK(req.Ref, protocol.SubscribeResult{Epoch: cu.latest.Epoch, Seq: cu.latest.Seq, Recovered: cu.recovered})
+	res := protocol.SubscribeResult{Epoch: cu.latest.Epoch, Seq: cu.latest.Seq, Recovered: cu.recovered}
+	if sub.presence {
+		// Read after the subscription joined the hub: a change after the
+		// read reaches it as an event, held until after this reply.
+		ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
+		ms, err := sess.srv.cfg.Presence.Members(ctx, topic)
+		cancel()
+		if err != nil {
+			sess.unsubscribe(sub)
+			sess.presenceError(req.Ref, "subscribe", err)
+			return
+		}
+		res.Members = membersOf(ms)
+	}
+	sess.replyOK(req.Ref, res)
 	// Filtering after catchUp leaves cu.from where the history read ended,
 	// whether or not its last message passed the filter.
 	if err := sess.sendHistory(filterMessages(cu.messages, filter)); err != nil {
@@ -301,6 +328,12 @@ func (sess *session) unsubscribe(sub *subscription) {
 	delete(sess.subs, sub.topic)
 	sess.srv.hub.remove(sub)
 	sess.srv.metrics.subscriptions.Dec()
+	if sub.presence {
+		sess.srv.watch(sub.topic, -1)
+	}
+	if err := sess.untrack(sub.topic); err != nil {
+		sess.logger().Warn("presence untrack failed: the member will expire", zap.String("topic", sub.topic), zap.Error(err))
+	}
 	// The session may already be over: the broker reference must still go.
 	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
 	defer cancel()

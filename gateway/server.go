@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/presence"
 )
 
 // Config configures a gateway. The zero value of a field means its default.
@@ -71,6 +72,17 @@ type Config struct {
 	// for this long: watchers get <event>.error, the caller 408
 	// (default 30s).
 	StreamIdleTimeout time.Duration
+	// Presence keeps who is on which topic (package presence); nil: the
+	// presence requests answer unavailable. The Broker's SignalHandler must
+	// call Server.DeliverSignal.
+	Presence presence.Store
+	// PresenceTimeout: a dead node's members leave within it (default 15s).
+	PresenceTimeout time.Duration
+	// PresenceRate is the track requests per second a connection may send
+	// per topic, with a burst of twice that (default 10).
+	PresenceRate float64
+	// MaxPresenceState is the largest presence state in bytes (default 1024).
+	MaxPresenceState int
 	// Logger (default: no logging).
 	Logger *zap.Logger
 	// Registry receives the gateway's metrics and serves /metrics
@@ -112,6 +124,9 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&c.StreamIdleTimeout, DefaultStreamIdleTimeout)
+	setDefault(&c.PresenceTimeout, DefaultPresenceTimeout)
+	setDefault(&c.PresenceRate, DefaultPresenceRate)
+	setDefault(&c.MaxPresenceState, DefaultMaxPresenceState)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -134,6 +149,7 @@ type Server struct {
 	metrics *metrics
 	hub     *hub
 	mux     *http.ServeMux
+	pres    presenceNode
 
 	draining   atomic.Bool
 	streamsCut chan struct{} // closed late in a drain: running streams end with E.error
@@ -156,6 +172,7 @@ func New(cfg Config) (*Server, error) {
 		hub:        newHub(),
 		sessions:   make(map[*session]struct{}),
 		streamsCut: make(chan struct{}),
+		pres:       presenceNode{local: map[presence.Entry]presence.Member{}, watched: map[string]int{}},
 	}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /api/realtime", s.serveWebSocket)
@@ -163,6 +180,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("POST /api/v1/emit/batch", s.serveEmitBatch)
 	s.mux.HandleFunc("POST /api/v1/stream", s.serveStream)
 	s.mux.HandleFunc("GET /api/v1/history", s.serveHistory)
+	s.mux.HandleFunc("GET /api/v1/presence", s.serveMembers)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -199,6 +217,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	pctx, stopPresence := context.WithCancel(ctx)
+	defer stopPresence()
+	go s.presenceLoop(pctx)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("gateway: serving: %w", err)

@@ -42,6 +42,7 @@ type session struct {
 	claims  *Claims
 	key     string // the token's sub, or the session id when anonymous
 	subs    map[string]*subscription
+	tracked map[string]*tracked // presence memberships by topic
 	limiter rateLimiter
 	badRun  int
 	expiry  *time.Timer
@@ -57,7 +58,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, protocol.CodeForbidden, err.Error())
 		return
 	}
-	sess := &session{srv: s, id: newID("s_"), subs: make(map[string]*subscription)}
+	sess := &session{srv: s, id: newID("s_"), subs: make(map[string]*subscription), tracked: make(map[string]*tracked)}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{protocol.Subprotocol},
 		InsecureSkipVerify: true, // checkOrigin above applies UPDRAFT_ALLOWED_ORIGINS

@@ -58,8 +58,8 @@ var (
 //
 // Track, Untrack and Sweep are Lua scripts (presence_*.lua), each atomic
 // on its topic's two keys; Members reads both keys in one MULTI; Heartbeat
-// is one pipeline of a ZADD XX GT per entry and a PEXPIRE GT per key of
-// each topic it names, one round trip in all.
+// is one pipeline of, per topic it names, a ZADD XX GT and a ZMSCORE of
+// its entries and a PEXPIRE GT per key: one round trip in all.
 type Redis struct {
 	client *redis.Client
 	now    func() time.Time

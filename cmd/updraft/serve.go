@@ -19,6 +19,7 @@ import (
 	"github.com/updraft/updraft/broker"
 	"github.com/updraft/updraft/durable"
 	"github.com/updraft/updraft/gateway"
+	"github.com/updraft/updraft/presence"
 	"github.com/updraft/updraft/protocol"
 )
 
@@ -41,6 +42,9 @@ type serveConfig struct {
 	Heartbeat        time.Duration `envconfig:"HEARTBEAT" default:"25s"`
 	DrainTimeout     time.Duration `envconfig:"DRAIN_TIMEOUT" default:"15s"`
 	StreamIdle       time.Duration `envconfig:"STREAM_IDLE" default:"30s"`
+	PresenceTimeout  time.Duration `envconfig:"PRESENCE_TIMEOUT" default:"15s"`
+	PresenceRate     float64       `envconfig:"PRESENCE_RATE" default:"10"`
+	PresenceMaxState int           `envconfig:"PRESENCE_MAX_STATE" default:"1024"`
 	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info"`
 
 	DatabaseURL          string   `envconfig:"DATABASE_URL"`
@@ -69,6 +73,8 @@ func loadServeConfig() (serveConfig, error) {
 		{"UPDRAFT_DRAIN_TIMEOUT", c.DrainTimeout > 0},
 		{"UPDRAFT_STREAM_IDLE", c.StreamIdle > 0},
 		{"UPDRAFT_PERSIST_RETENTION_DAYS", c.PersistRetentionDays > 0},
+		{"UPDRAFT_PRESENCE_RATE", c.PresenceRate > 0},
+		{"UPDRAFT_PRESENCE_MAX_STATE", c.PresenceMaxState > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {
@@ -77,6 +83,12 @@ func loadServeConfig() (serveConfig, error) {
 	}
 	if c.MaxMessage < 1024 || c.MaxMessage > 16<<20 {
 		return c, fmt.Errorf("UPDRAFT_MAX_MESSAGE must be between 1024 and 16777216 bytes, not %d", c.MaxMessage)
+	}
+	if c.PresenceTimeout < time.Second {
+		return c, fmt.Errorf("UPDRAFT_PRESENCE_TIMEOUT must be at least 1s, not %v", c.PresenceTimeout)
+	}
+	if c.PresenceMaxState > c.MaxMessage {
+		return c, fmt.Errorf("UPDRAFT_PRESENCE_MAX_STATE (%d) must not exceed UPDRAFT_MAX_MESSAGE (%d)", c.PresenceMaxState, c.MaxMessage)
 	}
 	if c.JWTSecret == "" && !c.AllowAnonymous {
 		return c, errors.New("UPDRAFT_JWT_SECRET is empty and UPDRAFT_ALLOW_ANONYMOUS is false: no client could connect; set a JWT secret, or UPDRAFT_ALLOW_ANONYMOUS=true for development")
@@ -147,18 +159,23 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			gw.Deliver(m)
 		}
 	}
+	signal := func(topic string, payload []byte) {
+		if gw := gwp.Load(); gw != nil {
+			gw.DeliverSignal(topic, payload)
+		}
+	}
 	retention := broker.Retention{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}
 	var b broker.Broker
 	var mem *broker.Memory // the embedded broker, nil in a cluster
 	mode := "embedded (single node, in memory)"
 	if cfg.RedisURL == "" {
-		mem = broker.NewMemory(broker.MemoryConfig{Retention: retention, Handler: deliver})
+		mem = broker.NewMemory(broker.MemoryConfig{Retention: retention, Handler: deliver, OnSignal: signal})
 		b = mem
 	} else {
 		mode = "cluster (Redis)"
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rb, err := broker.NewRedis(rctx, broker.RedisConfig{
-			URL: cfg.RedisURL, Retention: retention, Handler: deliver, Logger: log.Named("broker"),
+			URL: cfg.RedisURL, Retention: retention, Handler: deliver, OnSignal: signal, Logger: log.Named("broker"),
 			OnError: func(err error) {
 				if gw := gwp.Load(); gw != nil {
 					gw.RedisError(err)
@@ -182,6 +199,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		b = rb
 	}
 	defer b.Close()
+
+	var pres presence.Store = presence.NewMemory(presence.MemoryConfig{})
+	if cfg.RedisURL != "" {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		rp, err := presence.NewRedis(pctx, presence.RedisConfig{URL: cfg.RedisURL})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("UPDRAFT_REDIS_URL: %w", err)
+		}
+		pres = rp
+	}
+	defer pres.Close()
 
 	if cfg.DatabaseURL != "" {
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -240,6 +269,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Heartbeat:         cfg.Heartbeat,
 		DrainTimeout:      cfg.DrainTimeout,
 		StreamIdleTimeout: cfg.StreamIdle,
+		Presence:          pres,
+		PresenceTimeout:   cfg.PresenceTimeout,
+		PresenceRate:      cfg.PresenceRate,
+		MaxPresenceState:  cfg.PresenceMaxState,
 		Logger:            log.Named("gateway"),
 		Registry:          reg,
 	})
