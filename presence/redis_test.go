@@ -83,7 +83,7 @@ func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 // TestRedisHeartbeatOneRoundTrip checks the cost of a heartbeat: one
-// pipeline however many topics and members, with one ZADD per member and
+// pipeline however many topics and members, with one ZADD, one ZMSCORE and
 // one PEXPIRE per key of each topic, as Redis itself counts them.
 func TestRedisHeartbeatOneRoundTrip(t *testing.T) {
 	t.Parallel()
@@ -230,5 +230,39 @@ func TestRedisUnavailable(t *testing.T) {
 	}
 	if _, err := presence.NewRedis(ctx, presence.RedisConfig{}); err == nil {
 		t.Error("NewRedis without a URL succeeded")
+	}
+}
+
+// BenchmarkRedisHeartbeat measures one node's heartbeat of 1,000 members
+// spread over 1, 100 or 1,000 topics: its time, its Redis commands and its
+// round trips (always one):
+//
+//	go test -run '^$' -bench RedisHeartbeat ./presence
+func BenchmarkRedisHeartbeat(b *testing.B) {
+	srv := testenv.StartRedis(b)
+	for _, topics := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("topics=%d", topics), func(b *testing.B) {
+			s := newRedis(b, srv, nil)
+			ctx := context.Background()
+			const members = 1000
+			entries := make([]presence.Entry, 0, members)
+			for i := 0; i < members; i++ {
+				e := presence.Entry{Topic: fmt.Sprintf("bench/%d/%d", topics, i%topics), Conn: fmt.Sprintf("s_%d", i)}
+				if _, err := s.Track(ctx, e.Topic, presence.Member{Key: "k", Conn: e.Conn}, "n1", time.Minute); err != nil {
+					b.Fatal(err)
+				}
+				entries = append(entries, e)
+			}
+			var rt roundTrips
+			s.AddHook(&rt)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if missing, err := s.Heartbeat(ctx, "n1", entries, time.Minute); err != nil || len(missing) != 0 {
+					b.Fatalf("Heartbeat: %v missing, %v", len(missing), err)
+				}
+			}
+			b.ReportMetric(float64(rt.pipelined.Load()+rt.singles.Load())/float64(b.N), "cmds/heartbeat")
+			b.ReportMetric(float64(rt.pipelines.Load()+rt.singles.Load())/float64(b.N), "round-trips/heartbeat")
+		})
 	}
 }
