@@ -1,23 +1,27 @@
 // Package client is Updraft's Go client: one WebSocket to a gateway that
-// carries requests (publish, subscribe, ping, refresh) and delivers the
-// events of subscribed topics. It speaks protocol v1 as described in
-// docs/protocol.md and imports nothing of Updraft's but the protocol package.
+// carries requests (publish, subscribe, track, members, ping, refresh) and
+// delivers the events and presence events of subscribed topics. It speaks
+// protocol v1 as described in docs/protocol.md and imports nothing of
+// Updraft's but the protocol package.
 //
 // A Client reconnects by itself. After a drop it waits a randomised
-// exponential backoff (full jitter), reconnects, and resubscribes every topic
+// exponential backoff (full jitter), reconnects, resubscribes every topic
 // it had, asking the server for the events it missed (since = the last
-// position it saw). How it reacts to each close code follows the protocol's
-// table: 1012 (node draining) reconnects at once, 4000 and 4003 stop the
-// client, 4001 (token expired) reconnects only when Options.TokenFunc can
-// supply a new token, anything else reconnects after the backoff.
+// position it saw), and tracks its presence again where it had tracked it
+// (see Client.Track). How it reacts to each close code follows the
+// protocol's table: 1012 (node draining) reconnects at once, 4000 and 4003
+// stop the client, 4001 (token expired) reconnects only when
+// Options.TokenFunc can supply a new token, anything else reconnects after
+// the backoff.
 //
-// Event handlers and the OnStatus and OnDisconnect callbacks all run on one
-// goroutine per Client, in the order the client saw what they report: the
-// events of one topic arrive in seq order and never concurrently. The
-// connection's reader hands events to that goroutine through an unbounded
-// queue, so a slow handler never delays the replies that other goroutines
-// wait for (a handler may itself call Publish), but a handler that
-// persistently falls behind makes the queue, and the memory it holds, grow.
+// Event and presence handlers and the OnStatus and OnDisconnect callbacks
+// all run on one goroutine per Client, in the order the client saw what
+// they report: the events of one topic arrive in seq order and never
+// concurrently. The connection's reader hands events to that goroutine
+// through an unbounded queue, so a slow handler never delays the replies
+// that other goroutines wait for (a handler may itself call Publish), but
+// a handler that persistently falls behind makes the queue, and the memory
+// it holds, grow.
 package client
 
 import (
@@ -54,7 +58,8 @@ var (
 	ErrClosed = errors.New("client: closed")
 	// ErrSubscribed: Subscribe to a topic the client is already subscribed to.
 	ErrSubscribed = errors.New("client: already subscribed")
-	// ErrNotSubscribed: Unsubscribe from a topic the client is not subscribed to.
+	// ErrNotSubscribed: Unsubscribe, Track or Untrack on a topic the client
+	// is not subscribed to.
 	ErrNotSubscribed = errors.New("client: not subscribed")
 	// ErrTooLarge: the request is larger than the server accepts
 	// (max_message in the connect reply).
@@ -386,19 +391,26 @@ func (c *Client) Refresh(ctx context.Context, token string) error {
 func (c *Client) request(ctx context.Context, req *protocol.Request) (*protocol.Reply, error) {
 	ctx, cancel := c.requestContext(ctx)
 	defer cancel()
+	r, _, err := c.roundTrip(ctx, req)
+	return r, err
+}
+
+// roundTrip is request without RequestTimeout; it also returns the
+// connection that carried req (nil when none did).
+func (c *Client) roundTrip(ctx context.Context, req *protocol.Request) (*protocol.Reply, *conn, error) {
 	for {
 		c.mu.Lock()
 		cn, wait, err := c.conn, c.connected, c.err
 		c.mu.Unlock()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if cn == nil {
 			select {
 			case <-wait:
 				continue
 			case <-ctx.Done():
-				return nil, c.opError(req, ctx.Err())
+				return nil, nil, c.opError(req, ctx.Err())
 			}
 		}
 		r, err := cn.call(ctx, req)
@@ -408,9 +420,9 @@ func (c *Client) request(ctx context.Context, req *protocol.Request) (*protocol.
 			continue
 		}
 		if err != nil {
-			return nil, c.opError(req, err)
+			return nil, cn, c.opError(req, err)
 		}
-		return r, nil
+		return r, cn, nil
 	}
 }
 

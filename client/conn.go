@@ -332,6 +332,8 @@ type inbound struct {
 	Data  json.RawMessage `json:"data"`
 	Old   json.RawMessage `json:"old"`
 	Trunc bool            `json:"truncated"`
+	// presence (with Topic, and Event for join, update or leave)
+	Member protocol.Member `json:"member"`
 	// disconnect
 	Code   int    `json:"code"`
 	Reason string `json:"reason"`
@@ -365,6 +367,8 @@ func (cn *conn) handle(line []byte) {
 			Type: m.Type, Topic: m.Topic, Event: m.Event, Epoch: m.Epoch, Seq: m.Seq,
 			TS: m.TS, From: m.From, Data: m.Data, Old: m.Old, Truncated: m.Trunc,
 		})
+	case protocol.TypePresence:
+		cn.c.presence(protocol.PresenceEvent{Type: m.Type, Topic: m.Topic, Event: m.Event, Member: m.Member})
 	case protocol.TypeDisconnect:
 		cn.mu.Lock()
 		cn.disconnect = &protocol.Disconnect{Type: m.Type, Code: m.Code, Reason: m.Reason}
@@ -373,7 +377,7 @@ func (cn *conn) handle(line []byte) {
 		// The close frame should follow at once; do not wait for it forever.
 		time.AfterFunc(disconnectGrace, func() { _ = cn.ws.CloseNow() })
 	default:
-		// presence and types of later versions: not handled by this client yet.
+		// Types of later versions.
 		cn.c.log.Debug("client: message ignored", zap.String("type", m.Type))
 	}
 }

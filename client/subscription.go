@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"go.uber.org/zap"
 
@@ -34,6 +35,22 @@ type Subscription struct {
 	// err is why the subscription ended. Guarded by c.mu.
 	err  error
 	done chan struct{} // closed when the subscription ended
+
+	// members is the topic's presence list as the client knows it (see
+	// Members). Guarded by c.mu.
+	members []protocol.Member
+	// tracking says the connection should be a member of the topic, with
+	// state: set by Track, cleared by Untrack (see Client.Track). Guarded
+	// by c.mu.
+	tracking bool
+	state    json.RawMessage
+	// trackedOn is the connection on which the server accepted state: a
+	// subscribe reply on any other one makes the client track again.
+	// Guarded by c.mu.
+	trackedOn *conn
+	// trackSem (capacity 1) lets one Track, Untrack or re-track of the
+	// topic run at a time, so that the last one sent is the one remembered.
+	trackSem chan struct{}
 }
 
 // SubscribeOption configures a subscription.
@@ -46,6 +63,9 @@ type subscribeConfig struct {
 	hasOnResub  bool
 	sinceWanted bool
 	rewind      int
+	presence    bool                         // subscribe with presence:true
+	onPresence  func(protocol.PresenceEvent) // may be nil
+	onRetrack   func(error)                  // may be nil
 }
 
 // WithRewind asks for the last n retained events before live ones (chat
@@ -89,7 +109,7 @@ func (c *Client) Subscribe(ctx context.Context, topic string, h func(protocol.Ev
 	if err := protocol.ValidateTopic(topic); err != nil {
 		return nil, err
 	}
-	s := &Subscription{c: c, topic: topic, handler: h, ready: make(chan struct{}), done: make(chan struct{})}
+	s := &Subscription{c: c, topic: topic, handler: h, ready: make(chan struct{}), done: make(chan struct{}), trackSem: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(&s.cfg)
 	}
@@ -234,7 +254,7 @@ func (c *Client) endLocked(s *Subscription, err error) {
 // sendSubscribeLocked sends s's subscribe request on cn, with since when
 // the client has seen a position on the topic.
 func (c *Client) sendSubscribeLocked(cn *conn, s *Subscription) {
-	req := &protocol.Request{Type: protocol.TypeSubscribe, Topic: s.topic, Filter: s.cfg.filter}
+	req := &protocol.Request{Type: protocol.TypeSubscribe, Topic: s.topic, Filter: s.cfg.filter, Presence: s.cfg.presence}
 	if s.pos.Epoch != "" || s.cfg.sinceWanted {
 		since := s.pos
 		req.Since = &since
@@ -287,6 +307,10 @@ func (c *Client) subscribed(cn *conn, s *Subscription, replays bool, r *protocol
 		c.log.Warn("client: bad subscribe reply data", zap.String("topic", s.topic), zap.Error(err))
 	}
 	s.result = res
+	if s.cfg.presence {
+		// A copy: presence events edit it, and Result shares res.
+		s.members = slices.Clone(res.Members)
+	}
 	if !replays || !res.Recovered {
 		// The server delivers only what follows its reply: start from its
 		// position, unless events beyond it came already.
@@ -305,6 +329,12 @@ func (c *Client) subscribed(cn *conn, s *Subscription, replays bool, r *protocol
 	if resub && s.cfg.hasOnResub {
 		fn := s.cfg.onResub
 		c.disp.push(func() { fn(res, nil) }, false)
+	}
+	if s.tracking && s.trackedOn != cn {
+		// A new connection: the server forgot the member. The reader
+		// goroutine, counted in wg, keeps wg above zero here.
+		c.wg.Add(1)
+		go c.retrack(cn, s)
 	}
 }
 

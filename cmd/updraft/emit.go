@@ -37,8 +37,7 @@ type emitRequest struct {
 
 func emit(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("emit", stderr)
-	base := fs.String("url", getenvDefault("UPDRAFT_URL", "http://127.0.0.1:8080"), "the gateway's base `URL` (default $UPDRAFT_URL)")
-	apiKey := fs.String("api-key", "", "the HTTP API `key` (default $UPDRAFT_API_KEY)")
+	api := addAPIFlags(fs)
 	persist := fs.Bool("persist", false, "also store the message durably in PostgreSQL")
 	stream := fs.Bool("stream", false, "stream standard input, one JSON value per line, through POST /api/v1/stream")
 	rollup := fs.Duration("rollup", 0, "with --stream: publish the lines that arrive within this `window` (at most 1s) as one message")
@@ -58,12 +57,9 @@ func emit(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	key := *apiKey
-	if key == "" {
-		key = os.Getenv("UPDRAFT_API_KEY")
-	}
+	key := api.apiKey()
 	if *stream {
-		return emitStream(ctx, fs, streamArgs{base: *base, key: key, pos: pos, persist: *persist, rollup: *rollup, timeout: *timeout}, stdin, stdout)
+		return emitStream(ctx, fs, streamArgs{base: *api.base, key: key, pos: pos, persist: *persist, rollup: *rollup, timeout: *timeout}, stdin, stdout)
 	}
 	if *rollup != 0 {
 		return badArgs(fs, "--rollup needs --stream")
@@ -82,7 +78,7 @@ func emit(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 		body.Data = data
 	}
-	endpoint, err := apiURL(*base, "/api/v1/emit", nil)
+	endpoint, err := apiURL(*api.base, "/api/v1/emit", nil)
 	if err != nil {
 		return err
 	}
@@ -188,24 +184,12 @@ func emitStream(ctx context.Context, fs *flag.FlagSet, a streamArgs, stdin io.Re
 		return err
 	}
 	req.Header.Set("Content-Type", "application/x-ndjson")
-	if a.key != "" {
-		req.Header.Set("Authorization", "Bearer "+a.key)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	answer, err := apiDo(req, a.key, maxEmitAnswer)
 	if err != nil {
 		if errors.Is(context.Cause(ctx), errNoAnswer) {
 			return errNoAnswer
 		}
 		return err
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxEmitAnswer))
-	if err != nil {
-		return fmt.Errorf("reading the answer: %w", err)
-	}
-	answer = bytes.TrimSpace(answer)
-	if resp.StatusCode/100 != 2 {
-		return emitFailure(resp, answer, a.key == "")
 	}
 	var sum struct {
 		Epoch *string `json:"epoch"`
@@ -285,21 +269,9 @@ func postEmit(ctx context.Context, endpoint, key string, body *emitRequest) ([]b
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	answer, err := apiDo(req, key, maxEmitAnswer)
 	if err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxEmitAnswer))
-	if err != nil {
-		return nil, fmt.Errorf("reading the answer: %w", err)
-	}
-	answer = bytes.TrimSpace(answer)
-	if resp.StatusCode/100 != 2 {
-		return nil, emitFailure(resp, answer, key == "")
 	}
 	var pos protocol.Position
 	if err := json.Unmarshal(answer, &pos); err != nil || pos.Seq == 0 {
@@ -308,9 +280,36 @@ func postEmit(ctx context.Context, endpoint, key string, body *emitRequest) ([]b
 	return answer, nil
 }
 
-// emitFailure describes a failed answer, with the server's error when it
+// apiDo sends req to the HTTP API with key (none when empty) and returns
+// the server's successful answer, trimmed, or an error carrying the
+// server's *protocol.Error when it sent one. An answer longer than limit
+// bytes is an error.
+func apiDo(req *http.Request, key string, limit int64) ([]byte, error) {
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	answer = bytes.TrimSpace(answer)
+	if resp.StatusCode/100 != 2 {
+		return nil, apiFailure(resp, answer, key == "")
+	}
+	if int64(len(answer)) > limit {
+		return nil, fmt.Errorf("the answer of %s is larger than %d bytes", req.URL.Path, limit)
+	}
+	return answer, nil
+}
+
+// apiFailure describes a failed answer, with the server's error when it
 // sent one.
-func emitFailure(resp *http.Response, answer []byte, noKey bool) error {
+func apiFailure(resp *http.Response, answer []byte, noKey bool) error {
 	var env struct {
 		Error *protocol.Error `json:"error"`
 	}
@@ -336,6 +335,26 @@ func snippet(b []byte) string {
 		return fmt.Sprintf("%q...", b[:max])
 	}
 	return fmt.Sprintf("%q", b)
+}
+
+// apiFlags are the flags of the commands that call the HTTP API.
+type apiFlags struct {
+	base, key *string
+}
+
+func addAPIFlags(fs *flag.FlagSet) apiFlags {
+	return apiFlags{
+		base: fs.String("url", getenvDefault("UPDRAFT_URL", "http://127.0.0.1:8080"), "the gateway's base `URL` (default $UPDRAFT_URL)"),
+		key:  fs.String("api-key", "", "the HTTP API `key` (default $UPDRAFT_API_KEY)"),
+	}
+}
+
+// apiKey returns --api-key, else $UPDRAFT_API_KEY.
+func (f apiFlags) apiKey() string {
+	if *f.key != "" {
+		return *f.key
+	}
+	return os.Getenv("UPDRAFT_API_KEY")
 }
 
 // getenvDefault returns the environment variable name, or def when unset

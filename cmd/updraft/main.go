@@ -22,13 +22,14 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"serve":   {"run a gateway node (configured by UPDRAFT_* variables)", runServe},
-	"token":   {"mint a JWT for a subject and topic patterns", runToken},
-	"emit":    {"publish an event through a gateway's HTTP API", runEmit},
-	"tail":    {"subscribe to a topic and print its events as JSON lines", runTail},
-	"tracker": {"publish PostgreSQL changes on table topics (leader-elected, configured by UPDRAFT_*)", runTracker},
-	"track":   {"install the change capture trigger on tables", runTrack},
-	"untrack": {"remove the change capture trigger from tables", runUntrack},
+	"serve":    {"run a gateway node (configured by UPDRAFT_* variables)", runServe},
+	"token":    {"mint a JWT for a subject and topic patterns", runToken},
+	"emit":     {"publish an event through a gateway's HTTP API", runEmit},
+	"tail":     {"subscribe to a topic and print its events as JSON lines", runTail},
+	"presence": {"list a topic's members through the HTTP API, or follow them with --watch", runPresence},
+	"tracker":  {"publish PostgreSQL changes on table topics (leader-elected, configured by UPDRAFT_*)", runTracker},
+	"track":    {"install the change capture trigger on tables", runTrack},
+	"untrack":  {"remove the change capture trigger from tables", runUntrack},
 }
 
 // errUsage marks an error caused by bad arguments; the flag package has

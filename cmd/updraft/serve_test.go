@@ -13,7 +13,8 @@ func setenv(t *testing.T, vars map[string]string) {
 	t.Helper()
 	for _, name := range []string{"ADDR", "NODE_ID", "REDIS_URL", "JWT_SECRET", "API_KEY", "ALLOW_ANONYMOUS",
 		"ALLOWED_ORIGINS", "HISTORY_SIZE", "HISTORY_TTL", "MAX_MESSAGE", "CLIENT_RATE", "MAX_SUBSCRIPTIONS",
-		"SEND_QUEUE", "HEARTBEAT", "DRAIN_TIMEOUT", "LOG_LEVEL", "DATABASE_URL", "PERSIST_TOPICS", "PERSIST_RETENTION_DAYS", "STREAM_IDLE"} {
+		"SEND_QUEUE", "HEARTBEAT", "DRAIN_TIMEOUT", "LOG_LEVEL", "DATABASE_URL", "PERSIST_TOPICS", "PERSIST_RETENTION_DAYS", "STREAM_IDLE",
+		"PRESENCE_TIMEOUT", "PRESENCE_RATE", "PRESENCE_MAX_STATE"} {
 		t.Setenv("UPDRAFT_"+name, "") // restores the variable after the test
 		os.Unsetenv("UPDRAFT_" + name)
 	}
@@ -58,6 +59,9 @@ func TestServeConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_PERSIST_TOPICS": "chat/**"}, "UPDRAFT_DATABASE_URL"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_DATABASE_URL": "postgres://x", "UPDRAFT_PERSIST_TOPICS": "**/chat"}, "UPDRAFT_PERSIST_TOPICS"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_PERSIST_RETENTION_DAYS": "0"}, "UPDRAFT_PERSIST_RETENTION_DAYS"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_PRESENCE_TIMEOUT": "100ms"}, "UPDRAFT_PRESENCE_TIMEOUT"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_PRESENCE_RATE": "0"}, "UPDRAFT_PRESENCE_RATE"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_PRESENCE_MAX_STATE": "100000"}, "UPDRAFT_PRESENCE_MAX_STATE"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_STREAM_IDLE": "soon"}, "UPDRAFT_STREAM_IDLE"},
 	}
 	for _, tt := range tests {

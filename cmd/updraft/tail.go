@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,8 +24,7 @@ const defaultRealtimeURL = "ws://127.0.0.1:8080/api/realtime"
 func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("tail", stderr)
 	rawURL := fs.String("url", tailDefaultURL(), "the gateway's WebSocket `URL` (default from $UPDRAFT_URL)")
-	token := fs.String("token", "", "the `JWT` to connect with (default $UPDRAFT_TOKEN; none connects anonymously)")
-	origin := fs.String("origin", "", "an `Origin` header for the handshake")
+	rt := addRealtimeFlags(fs)
 	filter := fs.String("filter", "", "a row `filter` for the table topics (status=eq.paid&amount=gt.100)")
 	rewind := fs.Int("rewind", 0, "first print the last `N` retained events of each topic (chat scroll-back, a stream so far)")
 	fs.Usage = func() {
@@ -59,30 +59,84 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	tok := *token
-	if tok == "" {
-		tok = os.Getenv("UPDRAFT_TOKEN")
-	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	out := &tailOutput{stdout: stdout, stderr: stderr, fail: cancel}
-	out.enc = json.NewEncoder(stdout)
-	out.enc.SetEscapeHTML(false) // print data as the server sent it
-	opts := client.Options{
-		Token: tok,
-		SDK:   "updraft-tail/" + client.Version,
-		OnStatus: func(s client.Status) {
-			out.note("%s", s)
+	out := newLineOutput("tail", stdout, stderr, cancel)
+	return follow(ctx, out, followConfig{
+		url:     u,
+		opts:    rt.options("updraft-tail/" + client.Version),
+		topics:  topics,
+		handler: func(ev protocol.Event) { out.line(&ev) },
+		options: func(t string) []client.SubscribeOption {
+			var sopts []client.SubscribeOption
+			if *filter != "" && protocol.IsTable(t) {
+				sopts = append(sopts, client.WithFilter(*filter))
+			}
+			if *rewind > 0 {
+				sopts = append(sopts, client.WithRewind(*rewind))
+			}
+			return sopts
 		},
-		OnDisconnect: func(code int, reason string) {
-			out.note("connection closed: %d %s", code, reason)
+		resubscribed: func(t string, res protocol.SubscribeResult) {
+			if !res.Recovered {
+				out.note("%s: events since the last one seen could not be recovered", t)
+			}
 		},
+	})
+}
+
+// realtimeFlags are the flags of the commands that connect over WebSocket.
+type realtimeFlags struct {
+	token, origin *string
+}
+
+func addRealtimeFlags(fs *flag.FlagSet) realtimeFlags {
+	return realtimeFlags{
+		token:  fs.String("token", "", "the `JWT` to connect with (default $UPDRAFT_TOKEN; none connects anonymously)"),
+		origin: fs.String("origin", "", "an `Origin` header for the handshake"),
 	}
-	if *origin != "" {
-		opts.Header = http.Header{"Origin": {*origin}}
+}
+
+// options returns the client options the flags ask for, the token
+// defaulting to $UPDRAFT_TOKEN.
+func (f realtimeFlags) options(sdk string) client.Options {
+	opts := client.Options{Token: *f.token, SDK: sdk}
+	if opts.Token == "" {
+		opts.Token = os.Getenv("UPDRAFT_TOKEN")
 	}
-	c, err := client.Dial(ctx, u, opts)
+	if *f.origin != "" {
+		opts.Header = http.Header{"Origin": {*f.origin}}
+	}
+	return opts
+}
+
+// followConfig says what follow subscribes to.
+type followConfig struct {
+	url    string
+	opts   client.Options // OnStatus and OnDisconnect are follow's
+	topics []string
+	// handler receives the topics' events; it may be nil.
+	handler func(protocol.Event)
+	// options, when set, returns the options of a topic's subscription.
+	options func(topic string) []client.SubscribeOption
+	// subscribed, when set, is called with each subscription once the
+	// server accepted it.
+	subscribed func(*client.Subscription)
+	// resubscribed, when set, is called after each successful automatic
+	// resubscription, on the client's handler goroutine.
+	resubscribed func(topic string, res protocol.SubscribeResult)
+}
+
+// follow connects, subscribes to the topics and returns when ctx ends (nil
+// when interrupted), when the client stops for good or when the server
+// refuses a resubscription. It reports connection changes through out,
+// which it stops before returning.
+func follow(ctx context.Context, out *lineOutput, cfg followConfig) error {
+	opts := cfg.opts
+	opts.OnStatus = func(s client.Status) { out.note("%s", s) }
+	opts.OnDisconnect = func(code int, reason string) { out.note("connection closed: %d %s", code, reason) }
+	c, err := client.Dial(ctx, cfg.url, opts)
 	if err != nil {
 		if ctx.Err() != nil {
 			return tailEnd(ctx)
@@ -94,30 +148,31 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		out.stop()
 	}()
 
-	refused := make(chan error, len(topics)) // a subscription refused on resubscribe
-	for _, t := range topics {
+	refused := make(chan error, len(cfg.topics)) // a subscription refused on resubscribe
+	for _, t := range cfg.topics {
 		sopts := []client.SubscribeOption{client.WithOnResubscribe(func(res protocol.SubscribeResult, err error) {
 			switch {
 			case err != nil:
 				refused <- err
-			case !res.Recovered:
-				out.note("%s: events since the last one seen could not be recovered", t)
+			case cfg.resubscribed != nil:
+				cfg.resubscribed(t, res)
 			}
 		})}
-		if *filter != "" && protocol.IsTable(t) {
-			sopts = append(sopts, client.WithFilter(*filter))
+		if cfg.options != nil {
+			sopts = append(sopts, cfg.options(t)...)
 		}
-		if *rewind > 0 {
-			sopts = append(sopts, client.WithRewind(*rewind))
-		}
-		if _, err := c.Subscribe(ctx, t, out.event, sopts...); err != nil {
+		sub, err := c.Subscribe(ctx, t, cfg.handler, sopts...)
+		if err != nil {
 			if ctx.Err() != nil {
 				return tailEnd(ctx)
 			}
 			return err
 		}
+		if cfg.subscribed != nil {
+			cfg.subscribed(sub)
+		}
 	}
-	out.note("subscribed to %s (session %s on node %s)", strings.Join(topics, ", "), c.Session(), c.Node())
+	out.note("subscribed to %s (session %s on node %s)", strings.Join(cfg.topics, ", "), c.Session(), c.Node())
 	select {
 	case <-ctx.Done():
 		return tailEnd(ctx)
@@ -128,8 +183,8 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 }
 
-// tailEnd is tail's result once ctx ended: nil when interrupted, the cause
-// when printing failed.
+// tailEnd is the result of a command that follows topics once ctx ended:
+// nil when interrupted, the cause when printing failed.
 func tailEnd(ctx context.Context) error {
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -137,9 +192,11 @@ func tailEnd(ctx context.Context) error {
 	return nil
 }
 
-// tailOutput serialises tail's printing and stops it when tail returns, so
-// that nothing is written after runTail returned.
-type tailOutput struct {
+// lineOutput serialises the printing of a command that follows topics (JSON
+// lines on stdout, notes on stderr) and stops it when the command returns,
+// so that nothing is written after it returned.
+type lineOutput struct {
+	name           string // the command, to prefix notes
 	stdout, stderr io.Writer
 	enc            *json.Encoder // writes to stdout
 	fail           context.CancelCauseFunc
@@ -148,29 +205,37 @@ type tailOutput struct {
 	stopped bool // guarded by mu
 }
 
-// event prints an event as one JSON line.
-func (o *tailOutput) event(ev protocol.Event) {
+// newLineOutput returns the output of command name; fail is called with
+// the error when writing to stdout fails.
+func newLineOutput(name string, stdout, stderr io.Writer, fail context.CancelCauseFunc) *lineOutput {
+	o := &lineOutput{name: name, stdout: stdout, stderr: stderr, fail: fail, enc: json.NewEncoder(stdout)}
+	o.enc.SetEscapeHTML(false) // print data as the server sent it
+	return o
+}
+
+// line prints v as one JSON line.
+func (o *lineOutput) line(v any) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.stopped {
 		return
 	}
-	if err := o.enc.Encode(&ev); err != nil {
+	if err := o.enc.Encode(v); err != nil {
 		o.stopped = true
-		o.fail(fmt.Errorf("writing events: %w", err))
+		o.fail(fmt.Errorf("writing to standard output: %w", err))
 	}
 }
 
 // note prints a connection change on stderr.
-func (o *tailOutput) note(format string, args ...any) {
+func (o *lineOutput) note(format string, args ...any) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.stopped {
-		fmt.Fprintf(o.stderr, "updraft tail: "+format+"\n", args...)
+		fmt.Fprintf(o.stderr, "updraft "+o.name+": "+format+"\n", args...)
 	}
 }
 
-func (o *tailOutput) stop() {
+func (o *lineOutput) stop() {
 	o.mu.Lock()
 	o.stopped = true
 	o.mu.Unlock()
@@ -183,16 +248,25 @@ func tailDefaultURL() string {
 	if base == "" {
 		return defaultRealtimeURL
 	}
-	u, err := url.Parse(base)
-	if err != nil || u.Host == "" {
-		return defaultRealtimeURL
-	}
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/api/realtime"
-	u.RawQuery, u.Fragment = "", ""
-	if s, err := realtimeURL(u.String()); err == nil {
+	if s, err := baseRealtimeURL(base); err == nil {
 		return s
 	}
 	return defaultRealtimeURL
+}
+
+// baseRealtimeURL returns the WebSocket URL of the gateway whose base URL
+// (as emit takes it) is base.
+func baseRealtimeURL(base string) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", fmt.Errorf("--url: %w", err)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("--url: %q has no host", base)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/api/realtime"
+	u.RawQuery, u.Fragment = "", ""
+	return realtimeURL(u.String())
 }
 
 // realtimeURL accepts a ws://, wss://, http:// or https:// URL and returns
