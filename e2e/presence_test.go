@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/updraft/updraft/client"
 	"github.com/updraft/updraft/internal/testenv"
 	"github.com/updraft/updraft/protocol"
 )
@@ -364,5 +365,47 @@ func BenchmarkPresenceJoin(b *testing.B) {
 		for _, m := range members {
 			m.c.CloseNow()
 		}
+	}
+}
+
+// TestPresenceClientFailover: a Go client tracked on a gateway that is
+// killed reconnects through the load balancer to the other gateway and
+// tracks itself again with its last state, by itself; observers see its
+// old connection leave and its new one join with that state.
+func TestPresenceClientFailover(t *testing.T) {
+	const topic, timeout = "doc/failover", 3 * time.Second
+	_, nodes := startCluster(t, 2, map[string]string{"UPDRAFT_PRESENCE_TIMEOUT": timeout.String()})
+	lb := testenv.StartProxy(t, nodes[0].Addr(), nodes[1].Addr())
+	c := dial(t, lb.WSURL(), client.Options{Token: token(t, "sarah", time.Hour, []string{"doc/*"}, nil)})
+	ctx := context.Background()
+	if _, err := c.Subscribe(ctx, topic, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Track(ctx, topic, map[string]any{"name": "Sarah", "typing": true}); err != nil {
+		t.Fatal(err)
+	}
+	first := c.Session()
+	home, other := nodes[0], nodes[1]
+	if c.Node() == "node-2" {
+		home, other = nodes[1], nodes[0]
+	}
+	o := observe(t, other, topic)
+	if len(o.initial) != 1 || o.initial[0].Conn != first || o.initial[0].Key != "sarah" {
+		t.Fatalf("members before the failover: %+v", o.initial)
+	}
+	home.Kill()
+	testenv.Eventually(t, 3*timeout, func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		var left, joined bool
+		for _, e := range o.events {
+			left = left || e.Event == "leave" && e.Member.Conn == first
+			joined = joined || e.Event == "join" && e.Member.Conn != first && e.Member.Key == "sarah" &&
+				string(e.Member.State) == `{"name":"Sarah","typing":true}`
+		}
+		return left && joined
+	}, "the observer did not see the old connection leave and the new one join with the same state")
+	if got := presenceList(t, other, topic); len(got) != 1 || got[0] == first || got[0] != c.Session() {
+		t.Errorf("members after the failover %v, want only the new connection %s", got, c.Session())
 	}
 }
