@@ -18,12 +18,20 @@ func newTestBroker(t testing.TB, h broker.Handler) *broker.Memory {
 	return b
 }
 
+// busyQueue is an outbox whose writer counts as running, so that pushes
+// start none: the tests of connection-less sessions read it with take.
+func busyQueue(items int) *sendQueue {
+	q := newSendQueue(items, DefaultSendQueueBytes)
+	q.writing = true
+	return q
+}
+
 // fakeSessions subscribes n connection-less sessions to topic in s's hub;
 // their outboxes are inspected directly.
 func fakeSessions(s *Server, topic string, n, queue int) []*session {
 	out := make([]*session, n)
 	for i := range out {
-		sess := &session{srv: s, id: fmt.Sprintf("s_%d", i), queue: newSendQueue(queue, DefaultSendQueueBytes)}
+		sess := &session{srv: s, id: fmt.Sprintf("s_%d", i), queue: busyQueue(queue)}
 		s.hub.add(&subscription{sess: sess, topic: topic})
 		out[i] = sess
 	}
@@ -38,7 +46,7 @@ func TestDeliverEncodesOnceForAll(t *testing.T) {
 		Publication: broker.Publication{Event: "m", Data: json.RawMessage(`{"a":1}`), TS: 7, From: "u"}})
 	var first []byte
 	for i, sess := range sessions {
-		items, _, _, _ := sess.queue.take(nil)
+		items, _, _, _, _ := sess.queue.take(nil)
 		if len(items) != 1 {
 			t.Fatalf("session %d got %d items", i, len(items))
 		}
@@ -61,7 +69,7 @@ func TestDeliverClosesOnlyTheSlowConsumer(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		s.Deliver(broker.Message{Topic: "chat/x", Position: broker.Position{Epoch: "e", Seq: uint64(i)}, Publication: broker.Publication{Event: "m"}})
 	}
-	items, done, code, _ := slow.queue.take(nil)
+	items, done, code, _, _ := slow.queue.take(nil)
 	if !done || code != protocol.CloseSlowConsumer || len(items) != 1 {
 		t.Fatalf("slow consumer: done=%v code=%d items=%d, want closed with 4008 and only the disconnect queued", done, code, len(items))
 	}
@@ -69,7 +77,7 @@ func TestDeliverClosesOnlyTheSlowConsumer(t *testing.T) {
 	if err := json.Unmarshal(items[0], &d); err != nil || d.Code != 4008 || !d.Reconnect {
 		t.Fatalf("disconnect message %s", items[0])
 	}
-	items, done, _, _ = fast.queue.take(nil)
+	items, done, _, _, _ = fast.queue.take(nil)
 	if done || len(items) != 5 {
 		t.Fatalf("fast consumer: done=%v items=%d, want all 5", done, len(items))
 	}
@@ -95,7 +103,7 @@ func BenchmarkFanout(b *testing.B) {
 		s.Deliver(msg)
 		b.StopTimer()
 		for _, sess := range sessions {
-			spare, _, _, _ = sess.queue.take(spare[:0])
+			spare, _, _, _, _ = sess.queue.take(spare[:0])
 		}
 		b.StartTimer()
 	}
@@ -119,7 +127,7 @@ func BenchmarkFanoutFiltered(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sess := &session{srv: s, id: fmt.Sprintf("s_%d", i), queue: newSendQueue(16, DefaultSendQueueBytes)}
+		sess := &session{srv: s, id: fmt.Sprintf("s_%d", i), queue: busyQueue(16)}
 		s.hub.add(&subscription{sess: sess, topic: "orders", filter: f})
 		sessions = append(sessions, sess)
 	}
@@ -133,7 +141,7 @@ func BenchmarkFanoutFiltered(b *testing.B) {
 		s.Deliver(msg)
 		b.StopTimer()
 		for _, sess := range sessions {
-			spare, _, _, _ = sess.queue.take(spare[:0])
+			spare, _, _, _, _ = sess.queue.take(spare[:0])
 		}
 		b.StartTimer()
 	}

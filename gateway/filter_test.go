@@ -463,7 +463,7 @@ func TestDeliverFiltersHeldMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess := &session{srv: s, id: "s_filtered", queue: newSendQueue(10, DefaultSendQueueBytes)}
+	sess := &session{srv: s, id: "s_filtered", queue: busyQueue(10)}
 	sub := &subscription{sess: sess, topic: "orders", filter: f}
 	sub.holding.Store(true)
 	s.hub.add(sub)
@@ -475,8 +475,8 @@ func TestDeliverFiltersHeldMessages(t *testing.T) {
 		t.Fatalf("held %d messages, want the 2 that match", len(sub.held))
 	}
 	sub.release(broker.Position{Epoch: "e", Seq: 1}) // seq 1 came from history
-	items, _, _, _ := sess.queue.take(nil)
-	all, _, _, _ := plain.queue.take(nil)
+	items, _, _, _, _ := sess.queue.take(nil)
+	all, _, _, _, _ := plain.queue.take(nil)
 	if len(items) != 1 || len(all) != 4 {
 		t.Fatalf("filtered got %d, unfiltered %d; want 1 and 4", len(items), len(all))
 	}

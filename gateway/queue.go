@@ -7,23 +7,32 @@ import (
 )
 
 // sendQueue is a connection's bounded outbox. The hub and the session push
-// encoded messages without ever blocking; one writer goroutine takes
-// everything queued at once and packs it into frames. A push that would go
-// past the limits fails, and the caller closes the connection as a slow
-// consumer.
+// encoded messages without ever blocking. A writer goroutine exists only
+// while there is something to write: the push that finds the queue idle
+// starts one (push reports it), which takes everything queued at once,
+// packs it into frames, and ends when the queue is empty. An idle
+// connection therefore holds no writer goroutine and no write buffer. A
+// push that would go past the limits fails, and the caller closes the
+// connection as a slow consumer.
 //
 // The queued slices are shared: the same encoded event sits in the queues
 // of every local subscriber, so nobody may modify them.
 type sendQueue struct {
 	maxItems int
 	maxBytes int
-	ready    chan struct{} // capacity 1: "there is something to take"
 	taken    chan struct{} // capacity 1: "the writer took what was queued"
+	// writers counts the writer goroutines started (at most one runs at a
+	// time); Add happens under mu, so that after kill, Wait is safe.
+	writers sync.WaitGroup
 
 	mu    sync.Mutex
 	items [][]byte // guarded by mu
 	bytes int      // guarded by mu; sum of len(items[i])
 	done  bool     // guarded by mu; no pushes accepted any more
+	// writing is set while a writer goroutine runs: from the push that
+	// started it until its take finds nothing left. Guarded by mu.
+	writing bool
+	dead    bool // guarded by mu; the client is gone: nothing more is written
 	// guarded by mu; when done, the close code and reason the writer sends
 	// after it has written what is queued
 	closeCode   int
@@ -31,38 +40,63 @@ type sendQueue struct {
 }
 
 func newSendQueue(maxItems, maxBytes int) *sendQueue {
-	return &sendQueue{maxItems: maxItems, maxBytes: maxBytes, ready: make(chan struct{}, 1), taken: make(chan struct{}, 1)}
+	return &sendQueue{maxItems: maxItems, maxBytes: maxBytes, taken: make(chan struct{}, 1)}
 }
 
 // push queues b. It reports false when the queue is closed or full; full
-// means the consumer is too slow.
-func (q *sendQueue) push(b []byte) (ok, full bool) {
+// means the consumer is too slow. start reports that no writer was
+// running: the caller must start one (go session.flush).
+func (q *sendQueue) push(b []byte) (ok, full, start bool) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.done {
-		q.mu.Unlock()
-		return false, false
+		return false, false, false
 	}
 	if len(q.items) >= q.maxItems || q.bytes+len(b) > q.maxBytes && len(q.items) > 0 {
-		q.mu.Unlock()
-		return false, true
+		return false, true, false
 	}
 	q.items = append(q.items, b)
 	q.bytes += len(b)
+	return true, false, q.startLocked()
+}
+
+// startLocked marks a writer as running, reporting whether the caller must
+// start it. q.mu must be held.
+func (q *sendQueue) startLocked() bool {
+	if q.writing || q.dead {
+		return false
+	}
+	q.writing = true
+	q.writers.Add(1)
+	return true
+}
+
+// shut ends the queue once the connection's reader has ended: pushes fail
+// from now on. When gone (the client went away), whatever is queued is
+// dropped and a running writer writes nothing more; otherwise the writer
+// finishes the close that was asked for. It returns once no writer runs.
+func (q *sendQueue) shut(gone bool) {
+	q.mu.Lock()
+	q.done = true
+	if gone {
+		q.dead = true
+		clear(q.items)
+		q.items, q.bytes = nil, 0
+	}
 	q.mu.Unlock()
-	q.signal()
-	return true, false
+	q.writers.Wait() // no Add after done: safe
 }
 
 // finish stops further pushes and asks the writer to close the connection
 // with code once it has written last (if not nil) after what is queued.
 // When discard is true, whatever is queued is dropped first (a slow
 // consumer gets no more backlog). Only the first call has an effect; it
-// reports whether it was the first.
-func (q *sendQueue) finish(code int, reason string, last []byte, discard bool) bool {
+// reports whether it was the first, and start as push does.
+func (q *sendQueue) finish(code int, reason string, last []byte, discard bool) (first, start bool) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.done {
-		q.mu.Unlock()
-		return false
+		return false, false
 	}
 	q.done = true
 	q.closeCode, q.closeReason = code, reason
@@ -74,18 +108,19 @@ func (q *sendQueue) finish(code int, reason string, last []byte, discard bool) b
 		q.items = append(q.items, last)
 		q.bytes += len(last)
 	}
-	q.mu.Unlock()
-	q.signal()
-	return true
+	return true, q.startLocked()
 }
 
 // pushWait queues b like push, but when the queue is full it waits for the
 // writer to make room instead of failing, until ctx ends. It is for bulk
 // sends that the session itself paces (recovered history), never for the
 // fan-out path.
-func (q *sendQueue) pushWait(ctx context.Context, b []byte) error {
+func (q *sendQueue) pushWait(ctx context.Context, b []byte, start func()) error {
 	for {
-		ok, full := q.push(b)
+		ok, full, st := q.push(b)
+		if st {
+			start()
+		}
 		switch {
 		case ok:
 			return nil
@@ -102,18 +137,21 @@ func (q *sendQueue) pushWait(ctx context.Context, b []byte) error {
 
 var errQueueClosed = errors.New("gateway: connection closing")
 
-func (q *sendQueue) signal() {
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
-}
-
 // take moves everything queued into dst (which it returns, grown as
-// needed) and reports whether the queue has finished: then the writer
-// sends code and reason after writing the items.
-func (q *sendQueue) take(dst [][]byte) (items [][]byte, done bool, code int, reason string) {
+// needed) for the running writer. done reports that the queue has
+// finished: the writer sends code and reason after writing the items, and
+// ends. stop reports that there is nothing to do: the writer ends at once
+// (the queue is idle again, and the next push starts a new writer).
+func (q *sendQueue) take(dst [][]byte) (items [][]byte, done bool, code int, reason string, stop bool) {
 	q.mu.Lock()
+	if q.dead || len(q.items) == 0 && !q.done {
+		q.writing = false
+		if cap(q.items) > idleItemsCap {
+			q.items = nil // an idle connection keeps no large backlog array
+		}
+		q.mu.Unlock()
+		return dst, false, 0, "", true
+	}
 	dst = append(dst, q.items...)
 	clear(q.items)
 	q.items, q.bytes = q.items[:0], 0
@@ -123,5 +161,8 @@ func (q *sendQueue) take(dst [][]byte) (items [][]byte, done bool, code int, rea
 	case q.taken <- struct{}{}:
 	default:
 	}
-	return dst, done, code, reason
+	return dst, done, code, reason, false
 }
+
+// idleItemsCap is the largest queue array an idle connection keeps.
+const idleItemsCap = 16

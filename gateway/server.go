@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,6 +84,9 @@ type Config struct {
 	PresenceRate float64
 	// MaxPresenceState is the largest presence state in bytes (default 1024).
 	MaxPresenceState int
+	// Profiling serves Go's pprof endpoints under /debug/pprof/ (for
+	// benchmarks; never on a public address).
+	Profiling bool
 	// Logger (default: no logging).
 	Logger *zap.Logger
 	// Registry receives the gateway's metrics and serves /metrics
@@ -186,6 +190,13 @@ func New(cfg Config) (*Server, error) {
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	if cfg.Profiling {
+		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return s, nil
 }
 
@@ -220,6 +231,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	pctx, stopPresence := context.WithCancel(ctx)
 	defer stopPresence()
 	go s.presenceLoop(pctx)
+	go s.heartbeatLoop(pctx)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("gateway: serving: %w", err)

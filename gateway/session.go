@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,7 +49,6 @@ type session struct {
 	limiter rateLimiter
 	badRun  int
 	expiry  *time.Timer
-	readBuf bytes.Buffer
 }
 
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
@@ -59,7 +61,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := &session{srv: s, id: newID("s_"), subs: make(map[string]*subscription), tracked: make(map[string]*tracked)}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	conn, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{protocol.Subprotocol},
 		InsecureSkipVerify: true, // checkOrigin above applies UPDRAFT_ALLOWED_ORIGINS
 		OnPongReceived:     func(context.Context, []byte) { sess.seen() },
@@ -88,18 +90,22 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.metrics.connections.Inc()
+	// The session reads in a goroutine of its own and this handler returns:
+	// net/http then lets go of the connection's request, response and
+	// buffers, which an idle connection would otherwise hold for life.
+	go sess.run()
+}
+
+// run reads the session's frames until the connection ends, then cleans
+// up.
+func (sess *session) run() {
+	s := sess.srv
 	defer func() {
 		s.mu.Lock()
 		delete(s.sessions, sess)
 		s.mu.Unlock()
 		s.metrics.connections.Dec()
 		s.wg.Done()
-	}()
-
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		sess.writeLoop()
 	}()
 	connectTimer := time.AfterFunc(s.cfg.ConnectTimeout, func() {
 		if !sess.connected.Load() {
@@ -111,18 +117,24 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if sess.expiry != nil {
 		sess.expiry.Stop()
 	}
-	<-writerDone
+	// A close the server asked for is written by the writer, after what
+	// was queued; a client that went away gets nothing more.
+	sess.queue.shut(!sess.closing())
 	sess.cancel()
-	conn.CloseNow()
+	sess.conn.CloseNow()
 	sess.unsubscribeAll()
 }
 
 func (sess *session) seen() { sess.lastSeen.Store(time.Now().UnixNano()) }
 
-// send queues an encoded message without blocking. A full outbox closes
-// the session as a slow consumer. It reports whether b was queued.
+// send queues an encoded message without blocking, starting the writer
+// when none runs. A full outbox closes the session as a slow consumer. It
+// reports whether b was queued.
 func (sess *session) send(b []byte) bool {
-	ok, full := sess.queue.push(b)
+	ok, full, start := sess.queue.push(b)
+	if start {
+		go sess.flush()
+	}
 	if full {
 		sess.slowConsumer()
 	}
@@ -131,7 +143,11 @@ func (sess *session) send(b []byte) bool {
 
 // slowConsumer closes the session with 4008, dropping its backlog.
 func (sess *session) slowConsumer() {
-	if sess.queue.finish(protocol.CloseSlowConsumer, "slow consumer", protocol.EncodeDisconnect(protocol.CloseSlowConsumer, "slow consumer"), true) {
+	first, start := sess.queue.finish(protocol.CloseSlowConsumer, "slow consumer", protocol.EncodeDisconnect(protocol.CloseSlowConsumer, "slow consumer"), true)
+	if start {
+		go sess.flush()
+	}
+	if first {
 		sess.srv.metrics.slowConsumers.Inc()
 		sess.srv.metrics.closes.WithLabelValues("4008").Inc()
 	}
@@ -140,7 +156,11 @@ func (sess *session) slowConsumer() {
 // close asks the writer to send what is queued, then a disconnect message,
 // then the close frame. Only the first close of a session has an effect.
 func (sess *session) close(code int, reason string) {
-	if sess.queue.finish(code, reason, protocol.EncodeDisconnect(code, reason), false) {
+	first, start := sess.queue.finish(code, reason, protocol.EncodeDisconnect(code, reason), false)
+	if start {
+		go sess.flush()
+	}
+	if first {
 		sess.srv.metrics.closes.WithLabelValues(strconv.Itoa(code)).Inc()
 	}
 }
@@ -152,48 +172,118 @@ func (sess *session) closing() bool {
 	return sess.queue.done
 }
 
-// writeLoop drains the outbox, packing whatever is queued into as few
-// frames as possible, and pings the client every heartbeat.
-func (sess *session) writeLoop() {
-	hb := sess.srv.cfg.Heartbeat
+// flush is the connection's writer while it has something to write: it
+// takes everything queued, packs it into as few frames as possible, and
+// ends when the queue is empty (see sendQueue). Its buffers come from a
+// pool, so an idle connection holds none.
+func (sess *session) flush() {
+	defer sess.queue.writers.Done()
+	buf := writeBufs.Get().(*writeBuf)
+	defer writeBufs.Put(buf)
+	for {
+		items, done, code, reason, stop := sess.queue.take(buf.items[:0])
+		buf.items = items
+		if stop {
+			return
+		}
+		frame, err := sess.writeFrames(items, buf.frame[:0])
+		clear(items)
+		if cap(frame) <= maxPooledFrame {
+			buf.frame = frame
+		}
+		if err != nil {
+			sess.cancel()
+			return
+		}
+		if done {
+			sess.conn.Close(websocket.StatusCode(code), reason)
+			sess.cancel()
+			return
+		}
+	}
+}
+
+// readBufs holds the buffers frames are read into: a connection holds one
+// only while it reads a frame. Requests do not keep references into it
+// (what outlives a request is copied: see broker.Memory.Publish and the
+// presence state).
+var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// smallBuffers hands the WebSocket library 1 KiB read and write buffers
+// instead of net/http's 4 KiB ones (its connection's, which net/http frees
+// with the connection once the handler returned: see serveWebSocket), so
+// that an idle connection does not hold 8 KiB of buffers for life. A larger
+// frame is read or written past the buffer, straight from or to the socket
+// (bufio does so), at the cost of one more system call for its header.
+type smallBuffers struct{ http.ResponseWriter }
+
+// connBufferSize fits one typical event or request and its frame header.
+const connBufferSize = 1 << 10
+
+func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// What the client sent after its handshake may already sit in
+	// net/http's reader. It must sit in the new reader's buffer too: the
+	// library keeps what is buffered and then reads the connection itself.
+	// net/http flushed the 101 response before handing the connection
+	// over, so its writer holds nothing.
+	br := bufio.NewReaderSize(c, connBufferSize)
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ := brw.Reader.Peek(n)
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), c), max(connBufferSize, n))
+		if _, err := br.Peek(n); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+	}
+	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(c, connBufferSize)), nil
+}
+
+// writeBuf is a writer's reusable memory.
+type writeBuf struct {
+	items [][]byte
+	frame []byte
+}
+
+var writeBufs = sync.Pool{New: func() any { return new(writeBuf) }}
+
+// maxPooledFrame bounds the frame buffers kept in the pool.
+const maxPooledFrame = 64 << 10
+
+// heartbeatLoop pings every connection each heartbeat, and closes one
+// silent for two with 1001, until ctx ends: one goroutine for the node,
+// not one per connection.
+func (s *Server) heartbeatLoop(ctx context.Context) {
+	hb := s.cfg.Heartbeat
 	ticker := time.NewTicker(hb)
 	defer ticker.Stop()
-	var items [][]byte
-	var frame []byte
 	for {
 		select {
-		case <-sess.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-ticker.C:
+		}
+		for _, sess := range s.liveSessions() {
 			if time.Since(time.Unix(0, sess.lastSeen.Load())) > 2*hb {
 				sess.close(protocol.CloseGoingAway, "no heartbeat from client")
 				continue
 			}
-			go func() {
-				ctx, cancel := context.WithTimeout(sess.ctx, hb)
-				defer cancel()
-				if sess.conn.Ping(ctx) == nil {
-					sess.seen()
-				}
-			}()
-		case <-sess.queue.ready:
-			var done bool
-			var code int
-			var reason string
-			items, done, code, reason = sess.queue.take(items[:0])
-			var err error
-			frame, err = sess.writeFrames(items, frame[:0])
-			clear(items)
-			if err != nil {
-				sess.cancel()
-				return
-			}
-			if done {
-				sess.conn.Close(websocket.StatusCode(code), reason)
-				sess.cancel()
-				return
-			}
+			go sess.ping(hb)
 		}
+	}
+}
+
+// ping sends a WebSocket ping and waits up to timeout for the pong.
+func (sess *session) ping(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(sess.ctx, timeout)
+	defer cancel()
+	if sess.conn.Ping(ctx) == nil {
+		sess.seen()
 	}
 }
 
@@ -234,16 +324,24 @@ func (sess *session) readLoop() {
 			sess.close(protocol.CloseUnsupportedData, "binary frames are not supported")
 			return
 		}
-		sess.readBuf.Reset()
-		if _, err := sess.readBuf.ReadFrom(io.LimitReader(r, int64(max)+1)); err != nil {
+		buf := readBufs.Get().(*bytes.Buffer)
+		buf.Reset()
+		_, err = buf.ReadFrom(io.LimitReader(r, int64(max)+1))
+		stop := err != nil || buf.Len() > max
+		switch {
+		case err != nil:
 			sess.cancel()
-			return
-		}
-		if sess.readBuf.Len() > max {
+		case buf.Len() > max:
 			sess.close(protocol.CloseTooBig, "frame larger than "+strconv.Itoa(max)+" bytes")
+		default:
+			protocol.Lines(buf.Bytes(), sess.handleLine)
+		}
+		if buf.Cap() <= maxPooledFrame {
+			readBufs.Put(buf)
+		}
+		if stop {
 			return
 		}
-		protocol.Lines(sess.readBuf.Bytes(), sess.handleLine)
 	}
 }
 

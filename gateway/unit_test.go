@@ -1,7 +1,11 @@
 package gateway
 
 import (
+	"bufio"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -13,36 +17,44 @@ import (
 func TestSendQueue(t *testing.T) {
 	q := newSendQueue(3, 100)
 	for i := 0; i < 3; i++ {
-		if ok, full := q.push([]byte("abc")); !ok || full {
-			t.Fatalf("push %d: ok=%v full=%v", i, ok, full)
+		ok, full, start := q.push([]byte("abc"))
+		if !ok || full || start != (i == 0) {
+			t.Fatalf("push %d: ok=%v full=%v start=%v; want a writer started by the first push only", i, ok, full, start)
 		}
 	}
-	if ok, full := q.push([]byte("x")); ok || !full {
+	if ok, full, _ := q.push([]byte("x")); ok || !full {
 		t.Fatalf("push past maxItems: ok=%v full=%v, want full", ok, full)
 	}
-	items, done, _, _ := q.take(nil)
-	if len(items) != 3 || done {
-		t.Fatalf("take: %d items, done=%v", len(items), done)
+	items, done, _, _, stop := q.take(nil)
+	if len(items) != 3 || done || stop {
+		t.Fatalf("take: %d items, done=%v stop=%v", len(items), done, stop)
 	}
-	if ok, full := q.push(make([]byte, 101)); !ok || full {
-		t.Fatal("one item larger than maxBytes must still fit an empty queue")
+	// The writer finds the queue empty and ends; the next push starts one.
+	if _, _, _, _, stop := q.take(items[:0]); !stop {
+		t.Fatal("take of an empty queue must tell the writer to stop")
 	}
-	if ok, full := q.push([]byte("y")); ok || !full {
+	q.writers.Done()
+	if ok, full, start := q.push(make([]byte, 101)); !ok || full || !start {
+		t.Fatal("one item larger than maxBytes must still fit an empty queue, and start a writer")
+	}
+	if ok, full, start := q.push([]byte("y")); ok || !full || start {
 		t.Fatal("push past maxBytes must report full")
 	}
-	if !q.finish(4008, "slow consumer", []byte("bye"), true) {
-		t.Fatal("first finish must report true")
+	if first, start := q.finish(4008, "slow consumer", []byte("bye"), true); !first || start {
+		t.Fatal("first finish must report true, and start no second writer")
 	}
-	if q.finish(1000, "again", nil, false) {
+	if first, _ := q.finish(1000, "again", nil, false); first {
 		t.Fatal("second finish must report false")
 	}
-	if ok, full := q.push([]byte("late")); ok || full {
+	if ok, full, _ := q.push([]byte("late")); ok || full {
 		t.Fatal("push after finish must be refused, not reported full")
 	}
-	items, done, code, reason := q.take(items[:0])
+	items, done, code, reason, _ := q.take(items[:0])
 	if len(items) != 1 || string(items[0]) != "bye" || !done || code != 4008 || reason != "slow consumer" {
 		t.Fatalf("after discarding finish: items=%q done=%v code=%d reason=%q", items, done, code, reason)
 	}
+	q.writers.Done()
+	q.shut(false) // returns: no writer runs
 }
 
 func TestSendQueueFinishKeepsBacklog(t *testing.T) {
@@ -50,9 +62,29 @@ func TestSendQueueFinishKeepsBacklog(t *testing.T) {
 	q.push([]byte("a"))
 	q.push([]byte("b"))
 	q.finish(1012, "node draining", []byte("bye"), false)
-	items, done, code, _ := q.take(nil)
+	items, done, code, _, _ := q.take(nil)
 	if got := string(items[0]) + string(items[1]) + string(items[2]); got != "abbye" || !done || code != 1012 {
 		t.Fatalf("drain must flush the backlog before the disconnect: %q done=%v code=%d", got, done, code)
+	}
+}
+
+// A client that went away: shut drops the backlog, and the writer is told
+// to stop at its next take.
+func TestSendQueueShutGone(t *testing.T) {
+	q := newSendQueue(10, 1000)
+	q.push([]byte("a"))
+	go func() {
+		// The writer: it was started by the push; it finds nothing to do.
+		for {
+			if _, _, _, _, stop := q.take(nil); stop {
+				q.writers.Done()
+				return
+			}
+		}
+	}()
+	q.shut(true)
+	if ok, _, start := q.push([]byte("late")); ok || start {
+		t.Fatal("push after shut must be refused and start nothing")
 	}
 }
 
@@ -201,5 +233,48 @@ func TestCheckOrigin(t *testing.T) {
 		if err := s.checkOrigin(r); (err == nil) != tt.ok {
 			t.Errorf("allowed=%v host=%s origin=%s: err=%v, want ok=%v", tt.allowed, tt.host, tt.origin, err, tt.ok)
 		}
+	}
+}
+
+// A client that sends its first frame together with its handshake (in one
+// write, so that net/http has read it into its buffer before the upgrade)
+// gets it read all the same: the small connection buffers take over what
+// net/http had buffered.
+func TestFrameSentWithHandshake(t *testing.T) {
+	s := testServer(t, Config{AllowAnonymous: true})
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	c, err := net.Dial("tcp", strings.TrimPrefix(hs.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	payload := []byte(`{"type":"connect","ref":"early"}`)
+	mask := [4]byte{1, 2, 3, 4}
+	frame := append([]byte{0x81, 0x80 | byte(len(payload))}, mask[:]...)
+	for i, b := range payload {
+		frame = append(frame, b^mask[i%4])
+	}
+	req := "GET /api/realtime HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: updraft.v1\r\n\r\n"
+	if _, err := c.Write(append([]byte(req), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(br, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, hdr[1]&0x7f)
+	if _, err := io.ReadFull(br, body); err != nil {
+		t.Fatal(err)
+	}
+	if hdr[0] != 0x81 || !strings.Contains(string(body), `"ref":"early","ok":true`) {
+		t.Fatalf("first frame %x %s, want the connect reply", hdr, body)
 	}
 }

@@ -46,6 +46,7 @@ type serveConfig struct {
 	PresenceRate     float64       `envconfig:"PRESENCE_RATE" default:"10"`
 	PresenceMaxState int           `envconfig:"PRESENCE_MAX_STATE" default:"1024"`
 	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info"`
+	Pprof            bool          `envconfig:"PPROF" default:"false"`
 
 	DatabaseURL          string   `envconfig:"DATABASE_URL"`
 	PersistTopics        []string `envconfig:"PERSIST_TOPICS"`
@@ -269,6 +270,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Heartbeat:         cfg.Heartbeat,
 		DrainTimeout:      cfg.DrainTimeout,
 		StreamIdleTimeout: cfg.StreamIdle,
+		Profiling:         cfg.Pprof,
 		Presence:          pres,
 		PresenceTimeout:   cfg.PresenceTimeout,
 		PresenceRate:      cfg.PresenceRate,
