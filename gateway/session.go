@@ -33,6 +33,7 @@ const maxBadInARow = 10
 type session struct {
 	srv    *Server
 	conn   *websocket.Conn
+	raw    net.Conn // the connection under conn: its write deadline bounds each frame
 	id     string
 	ctx    context.Context // cancelled when the session ends
 	cancel context.CancelFunc
@@ -61,7 +62,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := &session{srv: s, id: newID("s_"), subs: make(map[string]*subscription), tracked: make(map[string]*tracked)}
-	conn, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
+	conn, err := websocket.Accept(smallBuffers{w, &sess.raw}, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{protocol.Subprotocol},
 		InsecureSkipVerify: true, // checkOrigin above applies UPDRAFT_ALLOWED_ORIGINS
 		OnPongReceived:     func(context.Context, []byte) { sess.seen() },
@@ -118,8 +119,13 @@ func (sess *session) run() {
 		sess.expiry.Stop()
 	}
 	// A close the server asked for is written by the writer, after what
-	// was queued; a client that went away gets nothing more.
-	sess.queue.shut(!sess.closing())
+	// was queued (each frame within WriteTimeout); a client that went away
+	// gets nothing more: closing the connection ends a write in progress.
+	gone := !sess.closing()
+	if gone {
+		sess.conn.CloseNow()
+	}
+	sess.queue.shut(gone)
 	sess.cancel()
 	sess.conn.CloseNow()
 	sess.unsubscribeAll()
@@ -215,7 +221,10 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // that an idle connection does not hold 8 KiB of buffers for life. A larger
 // frame is read or written past the buffer, straight from or to the socket
 // (bufio does so), at the cost of one more system call for its header.
-type smallBuffers struct{ http.ResponseWriter }
+type smallBuffers struct {
+	http.ResponseWriter
+	raw *net.Conn // set to the hijacked connection
+}
 
 // connBufferSize fits one typical event or request and its frame header.
 const connBufferSize = 1 << 10
@@ -232,6 +241,7 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// library keeps what is buffered and then reads the connection itself.
 	// net/http flushed the 101 response before handing the connection
 	// over, so its writer holds nothing.
+	*w.raw = c
 	br := bufio.NewReaderSize(c, connBufferSize)
 	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ := brw.Reader.Peek(n)
@@ -288,20 +298,30 @@ func (sess *session) ping(timeout time.Duration) {
 }
 
 // writeFrames writes items newline-separated in frames of at most
-// maxFrameOut bytes (a single larger item goes alone), reusing buf.
+// maxFrameOut bytes (a single larger item goes alone), reusing buf; a lone
+// item is written as it is. Each frame must be written within
+// WriteTimeout: the deadline is set on the connection itself, which costs
+// no allocation (a context with a timeout would cost a timer and a
+// callback per write), and the library is given a context that is never
+// done. A client that goes away is cut off by closing the connection (see
+// run).
 func (sess *session) writeFrames(items [][]byte, buf []byte) ([]byte, error) {
 	for len(items) > 0 {
-		buf = append(buf[:0], items[0]...)
+		frame := items[0]
 		items = items[1:]
-		for len(items) > 0 && len(buf)+1+len(items[0]) <= maxFrameOut {
-			buf = append(buf, protocol.Separator)
-			buf = append(buf, items[0]...)
-			items = items[1:]
+		if len(items) > 0 && len(frame)+1+len(items[0]) <= maxFrameOut {
+			buf = append(buf[:0], frame...)
+			for len(items) > 0 && len(buf)+1+len(items[0]) <= maxFrameOut {
+				buf = append(buf, protocol.Separator)
+				buf = append(buf, items[0]...)
+				items = items[1:]
+			}
+			frame = buf
 		}
-		ctx, cancel := context.WithTimeout(sess.ctx, sess.srv.cfg.WriteTimeout)
-		err := sess.conn.Write(ctx, websocket.MessageText, buf)
-		cancel()
-		if err != nil {
+		if sess.raw != nil {
+			sess.raw.SetWriteDeadline(time.Now().Add(sess.srv.cfg.WriteTimeout))
+		}
+		if err := sess.conn.Write(context.Background(), websocket.MessageText, frame); err != nil {
 			return buf, err
 		}
 	}
