@@ -30,6 +30,7 @@ var commands = map[string]command{
 	"tracker":  {"publish PostgreSQL changes on table topics (leader-elected, configured by UPDRAFT_*)", runTracker},
 	"track":    {"install the change capture trigger on tables", runTrack},
 	"untrack":  {"remove the change capture trigger from tables", runUntrack},
+	"bench":    {"drive running gateways with a load scenario and report deliveries, latency and server cost", runBench},
 }
 
 // errUsage marks an error caused by bad arguments; the flag package has
