@@ -30,7 +30,7 @@ help:
 	@echo 'make run      run one embedded node on $(UPDRAFT_ADDR) (no Redis, anonymous access on)'
 	@echo 'make deps     check (and on Debian/Ubuntu as root, install) redis-server, PostgreSQL and a C compiler'
 	@echo 'make test     go vet, go test -race (e2e: race-checked gateways), then a short fuzz of the protocol decoder and filter parser'
-	@echo 'make bench    run every benchmark'
+	@echo 'make bench    run every Go benchmark, then the updraft bench scenarios (scripts/bench.sh)'
 	@echo 'make cluster  Redis + 3 gateways (127.0.0.1:8081-8083) + haproxy on 127.0.0.1:8080'
 	@echo 'make fmt      gofmt the tree'
 	@echo 'make lint     fail on unformatted files, go vet (and staticcheck if installed)'
@@ -60,8 +60,9 @@ test: deps
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=15s -fuzzminimizetime=1s ./protocol
 	$(GO) test -run='^$$' -fuzz='^FuzzParseFilter$$' -fuzztime=10s -fuzzminimizetime=1s ./protocol
 
-bench: deps
+bench: deps build
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
+	UPDRAFT_BIN=$(BIN) scripts/bench.sh
 
 cluster: build
 	@scripts/ensure-deps.sh --haproxy
