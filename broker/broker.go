@@ -55,6 +55,13 @@ type Publication struct {
 	Persist, Durable bool
 }
 
+// Item is one message of a batch (Broker.PublishBatch,
+// Coordinator.PublishFenced): a publication and its topic.
+type Item struct {
+	Topic string
+	Publication
+}
+
 // Message is a publication with its topic and position, as delivered to a
 // Handler and returned by History.
 type Message struct {
@@ -121,6 +128,12 @@ type Broker interface {
 	// A nil error means the message is in history and on its way to every
 	// subscribed node.
 	Publish(ctx context.Context, topic string, pub Publication) (Position, error)
+
+	// PublishBatch publishes items in order, each as Publish would, in as
+	// few round trips to the store as it can (Redis: one script call, so
+	// the batch is published whole or not at all). The positions are in
+	// the order of items.
+	PublishBatch(ctx context.Context, items []Item) ([]Position, error)
 
 	// Subscribe makes this node receive topic's messages through its Handler.
 	// Calls are reference counted: the node stays subscribed until every

@@ -44,12 +44,6 @@ func (l Lease) Fence() uint64 {
 	return 0
 }
 
-// Fenced is one message of a fenced batch: a publication and its topic.
-type Fenced struct {
-	Topic string
-	Publication
-}
-
 // Coordinator elects one leader among processes that share a store and
 // lets only that leader publish. The tracker uses it: several trackers
 // run, one holds the lease and publishes database changes; a deposed
@@ -80,7 +74,7 @@ type Coordinator interface {
 	// l is still held; otherwise it returns ErrLeaseLost and nothing was
 	// published. msgs may be empty: the cursor alone is stored. The
 	// positions are returned in the order of msgs.
-	PublishFenced(ctx context.Context, l Lease, msgs []Fenced, cursor string) ([]Position, error)
+	PublishFenced(ctx context.Context, l Lease, msgs []Item, cursor string) ([]Position, error)
 
 	// Cursor returns the cursor last stored under name by PublishFenced;
 	// "" when none.
@@ -169,7 +163,7 @@ func (m *Memory) ReleaseLease(ctx context.Context, l Lease) error {
 // PublishFenced implements Coordinator. The lease is checked and the batch
 // published under the coordinator's lock, so a lease cannot change hands
 // in the middle of a batch.
-func (m *Memory) PublishFenced(ctx context.Context, l Lease, msgs []Fenced, cursor string) ([]Position, error) {
+func (m *Memory) PublishFenced(ctx context.Context, l Lease, msgs []Item, cursor string) ([]Position, error) {
 	if err := m.check(ctx); err != nil {
 		return nil, err
 	}
@@ -179,14 +173,10 @@ func (m *Memory) PublishFenced(ctx context.Context, l Lease, msgs []Fenced, curs
 	if !c.held(l, time.Now()) {
 		return nil, ErrLeaseLost
 	}
-	pos := make([]Position, len(msgs))
-	for i, msg := range msgs {
-		// Not ctx: a batch is all or nothing.
-		p, err := m.Publish(context.Background(), msg.Topic, msg.Publication)
-		if err != nil {
-			return nil, fmt.Errorf("broker: fenced publish %q: %w", msg.Topic, err)
-		}
-		pos[i] = p
+	// Not ctx: a batch is all or nothing.
+	pos, err := m.PublishBatch(context.Background(), msgs)
+	if err != nil {
+		return nil, fmt.Errorf("broker: fenced publish: %w", err)
 	}
 	c.cursors[l.Name] = cursor
 	return pos, nil

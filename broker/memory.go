@@ -138,6 +138,22 @@ func (m *Memory) Publish(ctx context.Context, topic string, pub Publication) (Po
 	return msg.Position, nil
 }
 
+// PublishBatch implements Broker: each item is published in turn.
+func (m *Memory) PublishBatch(ctx context.Context, items []Item) ([]Position, error) {
+	if err := m.check(ctx); err != nil {
+		return nil, err
+	}
+	pos := make([]Position, len(items))
+	for i, it := range items {
+		p, err := m.Publish(context.WithoutCancel(ctx), it.Topic, it.Publication)
+		if err != nil {
+			return pos[:i], err
+		}
+		pos[i] = p
+	}
+	return pos, nil
+}
+
 // Subscribe implements Broker. It never waits: the subscription is active
 // as soon as the topic's reference count is raised.
 func (m *Memory) Subscribe(ctx context.Context, topic string) error {

@@ -33,3 +33,19 @@ local function publish(meta, hist, epochNew, size, ttl, channel, body)
   redis.call('PUBLISH', channel, epoch .. ':' .. seqText .. ':' .. body)
   return epoch, seq
 end
+
+-- publish_all(kb, ab) publishes a batch: KEYS after the first kb hold one
+-- meta and one history key per message; ARGV after the first ab hold the
+-- epoch candidate, history size and TTL, then one channel and one body per
+-- message. Returns {epoch1, seq1, epoch2, seq2, ...}.
+local function publish_all(kb, ab)
+  local out = {}
+  local n = (#KEYS - kb) / 2
+  for i = 1, n do
+    local epoch, seq = publish(KEYS[kb + 2*i - 1], KEYS[kb + 2*i], ARGV[ab + 1], ARGV[ab + 2], ARGV[ab + 3],
+      ARGV[ab + 3 + 2*i - 1], ARGV[ab + 3 + 2*i])
+    out[2*i - 1] = epoch
+    out[2*i] = seq
+  end
+  return out
+end

@@ -96,9 +96,15 @@ var publishFnLua string
 //go:embed publish.lua
 var publishLua string
 
-// publishScript runs with EVALSHA and falls back to EVAL when Redis does
-// not know it (after a restart or SCRIPT FLUSH).
-var publishScript = redis.NewScript(publishFnLua + publishLua)
+//go:embed publish_batch.lua
+var publishBatchLua string
+
+// The scripts run with EVALSHA and fall back to EVAL when Redis does not
+// know them (after a restart or SCRIPT FLUSH).
+var (
+	publishScript      = redis.NewScript(publishFnLua + publishLua)
+	publishBatchScript = redis.NewScript(publishFnLua + publishBatchLua)
+)
 
 // Subscription confirmation: Subscribe sends SUBSCRIBE, then a PING with a
 // unique payload on the same pub/sub connection, and returns when the
@@ -373,6 +379,57 @@ func (r *Redis) Signal(ctx context.Context, topic string, payload []byte) error 
 
 // signalPrefix marks a signal on a topic's channel.
 const signalPrefix = "!"
+
+// PublishBatch implements Broker with one run of publish_batch.lua.
+func (r *Redis) PublishBatch(ctx context.Context, items []Item) ([]Position, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("broker: publish batch: %w", err)
+	}
+	if len(items) == 0 {
+		return nil, nil
+	}
+	pos, err := r.runBatch(ctx, publishBatchScript, nil, nil, items)
+	if err != nil {
+		return nil, r.fail(ctx, "publish batch", items[0].Topic, err)
+	}
+	return pos, nil
+}
+
+// runBatch runs a batch script (publish_all in publish_fn.lua) with keys
+// and args before the batch's own, and returns the positions it assigned.
+func (r *Redis) runBatch(ctx context.Context, script *redis.Script, keys []string, args []any, items []Item) ([]Position, error) {
+	keys = slices.Grow(keys, 2*len(items))
+	args = slices.Grow(args, 3+2*len(items))
+	args = append(args, newEpoch(), r.retention.Size, max(r.retention.TTL.Milliseconds(), 1))
+	now := nowMillis()
+	for _, m := range items {
+		if m.TS == 0 {
+			m.TS = now
+		}
+		keys = append(keys, metaKey(m.Topic), historyKey(m.Topic))
+		args = append(args, channelName(m.Topic), appendPublication(make([]byte, 0, publicationSize(m.Publication)), m.Publication))
+	}
+	res, err := script.Run(ctx, r.client, keys, args...).Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != 2*len(items) {
+		return nil, fmt.Errorf("%w: script returned %d values for %d messages", errMalformed, len(res), len(items))
+	}
+	pos := make([]Position, len(items))
+	for i := range items {
+		epoch, _ := res[2*i].(string)
+		seq, _ := res[2*i+1].(int64)
+		if epoch == "" || seq <= 0 {
+			return nil, fmt.Errorf("%w: script returned %v", errMalformed, res[2*i:2*i+2])
+		}
+		pos[i] = Position{Epoch: epoch, Seq: uint64(seq)}
+	}
+	return pos, nil
+}
 
 // Subscribe implements Broker. The first reference sends SUBSCRIBE, and
 // once Redis confirmed it reads the topic's latest position (the baseline:

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	_ "embed"
-	"fmt"
 	"strings"
 	"time"
 
@@ -96,40 +95,16 @@ func (r *Redis) ReleaseLease(ctx context.Context, l Lease) error {
 }
 
 // PublishFenced implements Coordinator with one run of publish_fenced.lua.
-func (r *Redis) PublishFenced(ctx context.Context, l Lease, msgs []Fenced, cursor string) ([]Position, error) {
+func (r *Redis) PublishFenced(ctx context.Context, l Lease, msgs []Item, cursor string) ([]Position, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
 	}
-	keys := make([]string, 0, 2+2*len(msgs))
-	args := make([]any, 0, 5+2*len(msgs))
-	keys = append(keys, leaseKey(l.Name), cursorKey(l.Name))
-	args = append(args, l.Token, cursor, newEpoch(), r.retention.Size, max(r.retention.TTL.Milliseconds(), 1))
-	now := nowMillis()
-	for _, m := range msgs {
-		if m.TS == 0 {
-			m.TS = now
-		}
-		keys = append(keys, metaKey(m.Topic), historyKey(m.Topic))
-		args = append(args, channelName(m.Topic), appendPublication(make([]byte, 0, publicationSize(m.Publication)), m.Publication))
+	pos, err := r.runBatch(ctx, publishFencedScript, []string{leaseKey(l.Name), cursorKey(l.Name)}, []any{l.Token, cursor}, msgs)
+	if err != nil && strings.Contains(err.Error(), "LEASE_LOST") { // Redis may prefix "ERR "
+		return nil, ErrLeaseLost
 	}
-	res, err := publishFencedScript.Run(ctx, r.client, keys, args...).Slice()
 	if err != nil {
-		if strings.Contains(err.Error(), "LEASE_LOST") { // Redis may prefix "ERR "
-			return nil, ErrLeaseLost
-		}
 		return nil, r.fail(ctx, "fenced publish", l.Name, err)
-	}
-	if len(res) != 2*len(msgs) {
-		return nil, fmt.Errorf("broker: fenced publish %q: %w: script returned %d values for %d messages", l.Name, errMalformed, len(res), len(msgs))
-	}
-	pos := make([]Position, len(msgs))
-	for i := range msgs {
-		epoch, _ := res[2*i].(string)
-		seq, _ := res[2*i+1].(int64)
-		if epoch == "" || seq <= 0 {
-			return nil, fmt.Errorf("broker: fenced publish %q: %w: script returned %v", l.Name, errMalformed, res[2*i:2*i+2])
-		}
-		pos[i] = Position{Epoch: epoch, Seq: uint64(seq)}
 	}
 	return pos, nil
 }

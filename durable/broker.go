@@ -66,6 +66,28 @@ func (b *Broker) Publish(ctx context.Context, topic string, pub broker.Publicati
 	return pos, nil
 }
 
+// PublishBatch publishes through the inner broker, then stores the
+// messages of persistent topics and those that ask for it, as Publish
+// does; it waits for the store when any of them says Durable.
+func (b *Broker) PublishBatch(ctx context.Context, items []broker.Item) ([]broker.Position, error) {
+	pos, err := b.Broker.PublishBatch(ctx, items)
+	now := time.Now().UnixMilli()
+	for i, p := range pos {
+		it := items[i]
+		if !(it.Persist || it.Durable || b.Persistent(it.Topic)) {
+			continue
+		}
+		if it.TS == 0 {
+			it.TS = now // see Publish
+		}
+		m := broker.Message{Topic: it.Topic, Position: p, Publication: it.Publication}
+		if serr := b.store.Append(ctx, m, it.Durable); serr != nil && err == nil {
+			err = fmt.Errorf("durable: published as %s/%d but not stored: %w", p.Epoch, p.Seq, serr)
+		}
+	}
+	return pos, err
+}
+
 // Latest is the inner broker's position or, for a persistent topic the
 // inner broker knows nothing of, the store's. Only persistent topics ask
 // the store: Latest runs on every subscribe, and most topics nobody

@@ -73,28 +73,63 @@ func (s *Server) serveEmitBatch(w http.ResponseWriter, r *http.Request) {
 		*protocol.Position
 		Error *protocol.Error `json:"error,omitempty"`
 	}
+	// Every valid message goes out in one broker call (one Redis script):
+	// a bad item fails alone, and the rest keep their order.
 	results := make([]result, len(req.Messages))
+	items := make([]broker.Item, 0, len(req.Messages))
+	index := make([]int, 0, len(req.Messages)) // items[j] is req.Messages[index[j]]
 	for i := range req.Messages {
-		pos, aerr := s.emit(r.Context(), &req.Messages[i])
+		pub, aerr := s.emitPublication(&req.Messages[i])
 		if aerr != nil {
 			results[i].Error = &aerr.Error
 			continue
 		}
-		results[i].Position = &pos
+		items = append(items, broker.Item{Topic: req.Messages[i].Topic, Publication: pub})
+		index = append(index, i)
+	}
+	if len(items) > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), brokerTimeout)
+		pos, err := s.cfg.Broker.PublishBatch(ctx, items)
+		cancel()
+		for j, i := range index {
+			if err != nil && j >= len(pos) {
+				results[i].Error = &publishError(err).Error
+				continue
+			}
+			results[i].Position = &protocol.Position{Epoch: pos[j].Epoch, Seq: pos[j].Seq}
+		}
+		s.metrics.messagesInHTTP.Add(float64(len(pos)))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"results": results})
 }
 
 // emit validates and publishes one HTTP API message.
 func (s *Server) emit(ctx context.Context, req *emitRequest) (protocol.Position, *apiError) {
+	pub, aerr := s.emitPublication(req)
+	if aerr != nil {
+		return protocol.Position{}, aerr
+	}
+	ctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	pos, err := s.cfg.Broker.Publish(ctx, req.Topic, pub)
+	if err != nil {
+		return protocol.Position{}, publishError(err)
+	}
+	s.metrics.messagesInHTTP.Inc()
+	return protocol.Position{Epoch: pos.Epoch, Seq: pos.Seq}, nil
+}
+
+// emitPublication validates an HTTP API message and returns what to
+// publish.
+func (s *Server) emitPublication(req *emitRequest) (broker.Publication, *apiError) {
 	if err := protocol.ValidatePublish(req.Topic, req.Event); err != nil {
 		if errors.Is(err, protocol.ErrTableTopic) {
-			return protocol.Position{}, newAPIError(http.StatusForbidden, protocol.CodeForbidden, "%v", err)
+			return broker.Publication{}, newAPIError(http.StatusForbidden, protocol.CodeForbidden, "%v", err)
 		}
-		return protocol.Position{}, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
+		return broker.Publication{}, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
 	}
 	if (req.Persist || req.Durable) && !s.cfg.DurableHistory {
-		return protocol.Position{}, newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, errNoDurable)
+		return broker.Publication{}, newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, errNoDurable)
 	}
 	data := req.Data
 	if len(data) > 0 {
@@ -102,21 +137,19 @@ func (s *Server) emit(ctx context.Context, req *emitRequest) (protocol.Position,
 		// JSON so that it holds no raw newline.
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, data); err != nil {
-			return protocol.Position{}, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "data is not valid JSON: %v", err)
+			return broker.Publication{}, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "data is not valid JSON: %v", err)
 		}
 		data = buf.Bytes()
 	}
-	ctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-	defer cancel()
-	pos, err := s.cfg.Broker.Publish(ctx, req.Topic, broker.Publication{Event: req.Event, Data: data, Persist: req.Persist, Durable: req.Durable})
-	if err != nil {
-		if unavailable(err) {
-			return protocol.Position{}, newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "the message store is unreachable, try again")
-		}
-		return protocol.Position{}, newAPIError(http.StatusInternalServerError, protocol.CodeInternal, "publish failed")
+	return broker.Publication{Event: req.Event, Data: data, Persist: req.Persist, Durable: req.Durable}, nil
+}
+
+// publishError is the API's answer to a failed publish.
+func publishError(err error) *apiError {
+	if unavailable(err) {
+		return newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "the message store is unreachable, try again")
 	}
-	s.metrics.messagesInHTTP.Inc()
-	return protocol.Position{Epoch: pos.Epoch, Seq: pos.Seq}, nil
+	return newAPIError(http.StatusInternalServerError, protocol.CodeInternal, "publish failed")
 }
 
 // authorizeAPI checks the bearer API key, answering 401 when it is wrong.

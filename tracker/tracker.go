@@ -514,8 +514,8 @@ func (t *Tracker) poll(ctx context.Context, c cursor) (rows []change, next curso
 }
 
 // events turns rows into publications on their tables' topics.
-func (t *Tracker) events(ctx context.Context, rows []change) []broker.Fenced {
-	msgs := make([]broker.Fenced, 0, len(rows))
+func (t *Tracker) events(ctx context.Context, rows []change) []broker.Item {
+	msgs := make([]broker.Item, 0, len(rows))
 	for _, r := range rows {
 		pub := broker.Publication{Event: r.op, TS: r.at}
 		switch r.op {
@@ -529,7 +529,7 @@ func (t *Tracker) events(ctx context.Context, rows []change) []broker.Fenced {
 		if len(pub.Data)+len(pub.Old) > t.cfg.MaxRow {
 			pub = t.truncate(ctx, r.tbl, pub)
 		}
-		msgs = append(msgs, broker.Fenced{Topic: topicOf(r.tbl), Publication: pub})
+		msgs = append(msgs, broker.Item{Topic: topicOf(r.tbl), Publication: pub})
 	}
 	return msgs
 }

@@ -83,6 +83,7 @@ func Run(t *testing.T, f Factory) {
 		{"CanceledContext", false, testCanceledContext},
 		{"Close", false, testClose},
 		{"Signal", false, testSignal},
+		{"PublishBatch", false, testPublishBatch},
 		{"MultiNodeSignal", true, testMultiNodeSignal},
 		{"MultiNodeDelivery", true, testMultiNodeDelivery},
 		{"MultiNodeOrder", true, testMultiNodeOrder},
@@ -912,5 +913,38 @@ func testMultiNodeSignal(t *testing.T, f Factory) {
 	}
 	if got := a.rec.signalsOf(topic); len(got) != 0 {
 		t.Errorf("the unsubscribed sender got %q", got)
+	}
+}
+
+// testPublishBatch: a batch across topics is published in order, each
+// message as Publish would, and delivered.
+func testPublishBatch(t *testing.T, f Factory) {
+	ctx := context.Background()
+	n := newNode(t, f, broker.Retention{})
+	t1, t2 := newTopic(t), newTopic(t)
+	subscribe(t, n, t1)
+	subscribe(t, n, t2)
+	publish(t, n, t1, `0`)
+	items := []broker.Item{
+		{Topic: t1, Publication: broker.Publication{Event: "a", Data: json.RawMessage(`1`)}},
+		{Topic: t2, Publication: broker.Publication{Event: "b", Data: json.RawMessage(`2`), TS: 7}},
+		{Topic: t1, Publication: broker.Publication{Event: "c", Data: json.RawMessage(`3`), From: "u"}},
+	}
+	pos, err := n.PublishBatch(ctx, items)
+	if err != nil {
+		t.Fatalf("PublishBatch: %v", err)
+	}
+	if len(pos) != 3 || pos[0].Seq != 2 || pos[1].Seq != 1 || pos[2].Seq != 3 {
+		t.Fatalf("positions %+v: want t1 seq 2 and 3, t2 seq 1", pos)
+	}
+	got1, got2 := n.rec.wait(t, t1, 3), n.rec.wait(t, t2, 1)
+	if got1[1].Event != "a" || got1[2].Event != "c" || got1[2].From != "u" || got1[1].TS == 0 {
+		t.Errorf("t1 delivered %+v", got1)
+	}
+	if got2[0].Event != "b" || got2[0].TS != 7 || string(got2[0].Data) != `2` {
+		t.Errorf("t2 delivered %+v", got2)
+	}
+	if pos, err := n.PublishBatch(ctx, nil); err != nil || len(pos) != 0 {
+		t.Errorf("empty PublishBatch = %v, %v", pos, err)
 	}
 }

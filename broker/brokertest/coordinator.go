@@ -116,7 +116,7 @@ func testPublishFenced(t *testing.T, f Factory) {
 	if err != nil {
 		t.Fatalf("AcquireLease: %v", err)
 	}
-	msgs := []broker.Fenced{
+	msgs := []broker.Item{
 		{Topic: t1, Publication: broker.Publication{Event: "INSERT", Data: json.RawMessage(`{"id":1}`), TS: 10}},
 		{Topic: t2, Publication: broker.Publication{Event: "UPDATE", Data: json.RawMessage(`{"id":2}`), Old: json.RawMessage(`{"id":2,"x":1}`)}},
 		{Topic: t1, Publication: broker.Publication{Event: "DELETE", Data: json.RawMessage(`{"id":1}`), Truncated: true}},
@@ -171,7 +171,7 @@ func testFencedStale(t *testing.T, f Factory) {
 	if _, err := c.PublishFenced(ctx, cur, nil, "good"); err != nil {
 		t.Fatal(err)
 	}
-	msgs := []broker.Fenced{{Topic: topic, Publication: broker.Publication{Event: "INSERT", Data: json.RawMessage(`{}`)}}}
+	msgs := []broker.Item{{Topic: topic, Publication: broker.Publication{Event: "INSERT", Data: json.RawMessage(`{}`)}}}
 	if _, err := c.PublishFenced(ctx, old, msgs, "stale"); !errors.Is(err, broker.ErrLeaseLost) {
 		t.Fatalf("stale PublishFenced = %v, want ErrLeaseLost", err)
 	}
