@@ -31,13 +31,17 @@ const maxBadInARow = 10
 // that accepted it) owns the fields marked "reader only"; its writer
 // goroutine owns the outbox's draining; anyone may call send and close.
 type session struct {
-	srv    *Server
-	conn   *websocket.Conn
-	raw    net.Conn // the connection under conn: its write deadline bounds each frame
-	id     string
-	ctx    context.Context // cancelled when the session ends
-	cancel context.CancelFunc
-	queue  *sendQueue
+	srv  *Server
+	conn *websocket.Conn
+	raw  net.Conn // the connection under conn: its write deadline bounds each frame
+	// writeDeadline is raw's write deadline; only the running writer
+	// touches it (one runs at a time, and each starts after the last ended
+	// under the queue's lock).
+	writeDeadline time.Time
+	id            string
+	ctx           context.Context // cancelled when the session ends
+	cancel        context.CancelFunc
+	queue         *sendQueue
 
 	lastSeen  atomic.Int64 // unix nanos of the last frame or pong from the client
 	connected atomic.Bool  // a connect succeeded
@@ -300,10 +304,10 @@ func (sess *session) ping(timeout time.Duration) {
 // writeFrames writes items newline-separated in frames of at most
 // maxFrameOut bytes (a single larger item goes alone), reusing buf; a lone
 // item is written as it is. Each frame must be written within
-// WriteTimeout: the deadline is set on the connection itself, which costs
-// no allocation (a context with a timeout would cost a timer and a
-// callback per write), and the library is given a context that is never
-// done. A client that goes away is cut off by closing the connection (see
+// WriteTimeout (at least half of it: see armWriteDeadline): the deadline
+// is set on the connection itself, which costs no allocation (a context
+// with a timeout would cost a timer and a callback per write), and the
+// library is given a context that is never done. A client that goes away is cut off by closing the connection (see
 // run).
 func (sess *session) writeFrames(items [][]byte, buf []byte) ([]byte, error) {
 	for len(items) > 0 {
@@ -318,14 +322,29 @@ func (sess *session) writeFrames(items [][]byte, buf []byte) ([]byte, error) {
 			}
 			frame = buf
 		}
-		if sess.raw != nil {
-			sess.raw.SetWriteDeadline(time.Now().Add(sess.srv.cfg.WriteTimeout))
-		}
+		sess.armWriteDeadline()
 		if err := sess.conn.Write(context.Background(), websocket.MessageText, frame); err != nil {
 			return buf, err
 		}
 	}
 	return buf, nil
+}
+
+// armWriteDeadline makes sure the next frame write has between half and
+// all of WriteTimeout: it moves the connection's write deadline only once
+// half of it has passed (moving a deadline costs a runtime timer update per
+// write, which at one frame per delivery shows in profiles). Only the
+// running writer calls it.
+func (sess *session) armWriteDeadline() {
+	if sess.raw == nil {
+		return
+	}
+	now := time.Now()
+	if now.Add(sess.srv.cfg.WriteTimeout / 2).Before(sess.writeDeadline) {
+		return
+	}
+	sess.writeDeadline = now.Add(sess.srv.cfg.WriteTimeout)
+	sess.raw.SetWriteDeadline(sess.writeDeadline)
 }
 
 // readLoop reads frames until the connection ends or a close is requested.
