@@ -93,20 +93,30 @@ func TestHandover(t *testing.T) {
 	assertExactlyOnce(t, h, h.wait("ledger", len(want)), want)
 }
 
-// PostgreSQL restarted mid-stream: the tracker retries and resumes from its
-// cursor.
-func TestPostgresRestart(t *testing.T) {
-	t.Parallel()
+// underSteadyWrites runs a tracker over the ledger table, subscribed, with
+// writers inserting steadily; once n rows committed it calls disrupt, and
+// it returns the committed rows once n more did.
+func underSteadyWrites(t *testing.T, writers, n int, disrupt func(h *harness)) (*harness, map[string]bool) {
+	t.Helper()
 	h := newHarness(t)
 	h.exec(ledgerTable)
 	h.subscribe("ledger")
 	h.start(Config{Tables: []string{"ledger"}})
-	w := startWriter(h, 4, 2*time.Millisecond)
-	w.waitCommitted(200)
-	h.pg.Kill()
-	h.pg.Restart(t)
-	w.waitCommitted(200)
-	want := w.stop()
+	w := startWriter(h, writers, 2*time.Millisecond)
+	w.waitCommitted(int64(n))
+	disrupt(h)
+	w.waitCommitted(int64(n))
+	return h, w.stop()
+}
+
+// PostgreSQL restarted mid-stream: the tracker retries and resumes from its
+// cursor.
+func TestPostgresRestart(t *testing.T) {
+	t.Parallel()
+	h, want := underSteadyWrites(t, 4, 200, func(h *harness) {
+		h.pg.Kill()
+		h.pg.Restart(t)
+	})
 	assertExactlyOnce(t, h, h.wait("ledger", len(want)), want)
 }
 
@@ -117,31 +127,19 @@ func TestPostgresRestart(t *testing.T) {
 // published again in the new epoch, none goes missing.
 func TestRedisRestart(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	h.exec(ledgerTable)
-	h.subscribe("ledger")
-	h.start(Config{Tables: []string{"ledger"}})
-	w := startWriter(h, 4, 2*time.Millisecond)
-	w.waitCommitted(200)
-	h.redis.Restart(t)
-	w.waitCommitted(200)
-	assertAllArrived(t, h, w.stop())
+	h, want := underSteadyWrites(t, 4, 200, func(h *harness) { h.redis.Restart(t) })
+	assertAllArrived(t, h, want)
 }
 
 // The same with Redis's data flushed while it keeps running.
 func TestRedisDataLost(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	h.exec(ledgerTable)
-	h.subscribe("ledger")
-	h.start(Config{Tables: []string{"ledger"}})
-	w := startWriter(h, 2, 2*time.Millisecond)
-	w.waitCommitted(100)
-	if err := h.redis.Client(t).FlushAll(context.Background()).Err(); err != nil {
-		t.Fatal(err)
-	}
-	w.waitCommitted(100)
-	assertAllArrived(t, h, w.stop())
+	h, want := underSteadyWrites(t, 2, 100, func(h *harness) {
+		if err := h.redis.Client(t).FlushAll(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assertAllArrived(t, h, want)
 }
 
 // assertAllArrived checks that every committed change of want arrived, and
