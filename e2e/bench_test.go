@@ -20,6 +20,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/updraft/updraft/internal/bench"
 	"github.com/updraft/updraft/internal/testenv"
 	"github.com/updraft/updraft/protocol"
 )
@@ -187,7 +188,7 @@ func BenchmarkRecovery(b *testing.B) {
 				b.StartTimer()
 				err := recoverSince(conn, topic, since, missed)
 				b.StopTimer()
-				conn.close()
+				conn.Close()
 				if err != nil {
 					b.Fatalf("%s recovery %d: %v", c.name, i, err)
 				}
@@ -230,20 +231,20 @@ func publishMissed(b *testing.B, node *testenv.Node, topic string, missed int, d
 }
 
 // connectLite opens a bare WebSocket to node and connects anonymously.
-func connectLite(b *testing.B, node *testenv.Node) *liteConn {
+func connectLite(b *testing.B, node *testenv.Node) *bench.Conn {
 	b.Helper()
-	c, err := dialLite(node.Addr(), 10*time.Second)
+	c, err := dialLite(node, 10*time.Second)
 	if err != nil {
 		b.Fatal(err)
 	}
-	c.c.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := c.write(opText, []byte(`{"type":"connect","ref":"c"}`)); err != nil {
-		c.close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := c.WriteText([]byte(`{"type":"connect","ref":"c"}`)); err != nil {
+		c.Close()
 		b.Fatal(err)
 	}
-	msg, err := c.readMessage(nil)
+	msg, err := c.ReadMessage(nil)
 	if err != nil || !bytes.Contains(msg, []byte(`"ok":true`)) {
-		c.close()
+		c.Close()
 		b.Fatalf("connect: %s %v", msg, err)
 	}
 	return c
@@ -252,16 +253,16 @@ func connectLite(b *testing.B, node *testenv.Node) *liteConn {
 // recoverSince subscribes to topic with since and reads until n events
 // arrived, which must be the reply (recovered) and then seqs since.Seq+1
 // to since.Seq+n.
-func recoverSince(c *liteConn, topic string, since protocol.Position, n int) error {
+func recoverSince(c *bench.Conn, topic string, since protocol.Position, n int) error {
 	sub := fmt.Sprintf(`{"type":"subscribe","ref":"s","topic":%q,"since":{"epoch":%q,"seq":%d}}`, topic, since.Epoch, since.Seq)
-	if err := c.write(opText, []byte(sub)); err != nil {
+	if err := c.WriteText([]byte(sub)); err != nil {
 		return err
 	}
 	var err error
 	replied, got, next := false, 0, since.Seq+1
 	var msg []byte
 	for got < n && err == nil { // bounded by the connection's deadline
-		if msg, err = c.readMessage(msg[:0]); err != nil {
+		if msg, err = c.ReadMessage(msg[:0]); err != nil {
 			return fmt.Errorf("after %d events: %w", got, err)
 		}
 		protocol.Lines(msg, func(line []byte) {
@@ -379,7 +380,7 @@ func BenchmarkStreamLatency(b *testing.B) {
 // latencyWatcher is a bare WebSocket subscriber that records, for each
 // token, the time its frame was read minus the send time in its data.
 type latencyWatcher struct {
-	conn    *liteConn
+	conn    *bench.Conn
 	done    chan struct{} // closed when the reader stops
 	ends    atomic.Int64  // .end events seen
 	closing atomic.Bool   // stop was called: the read error that follows is expected
@@ -422,14 +423,14 @@ func startLatencyWatchers(b *testing.B, nodes []*testenv.Node, topic string, n i
 // newLatencyWatcher connects anonymously, subscribes to topic and starts
 // the reader; it returns once the subscribe reply arrived.
 func newLatencyWatcher(node *testenv.Node, topic string) (*latencyWatcher, error) {
-	c, err := dialLite(node.Addr(), 15*time.Second)
+	c, err := dialLite(node, 15*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	w := &latencyWatcher{conn: c, done: make(chan struct{})}
 	sub := fmt.Sprintf(`{"type":"subscribe","ref":"s","topic":%q}`, topic)
-	if err := c.write(opText, []byte(`{"type":"connect","ref":"c"}`+"\n"+sub)); err != nil {
-		c.close()
+	if err := c.WriteText([]byte(`{"type":"connect","ref":"c"}`+"\n"+sub)); err != nil {
+		c.Close()
 		return nil, err
 	}
 	subscribed := make(chan error, 1)
@@ -458,7 +459,7 @@ func (w *latencyWatcher) take() []int64 {
 // stop closes the connection and waits for the reader.
 func (w *latencyWatcher) stop() {
 	w.closing.Store(true)
-	w.conn.close()
+	w.conn.Close()
 	<-w.done
 }
 
@@ -490,7 +491,7 @@ func (w *latencyWatcher) read(subscribed chan<- error) {
 	var msg []byte
 	for w.err == nil {
 		var err error
-		if msg, err = w.conn.readMessage(msg[:0]); err != nil {
+		if msg, err = w.conn.ReadMessage(msg[:0]); err != nil {
 			if !w.closing.Load() {
 				fail("after token %d: %v", w.next, err)
 			}

@@ -1,17 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
-	"crypto/rand"
-	"crypto/sha1"
-	"encoding/base64"
-	"encoding/binary"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -19,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/updraft/updraft/internal/bench"
 	"github.com/updraft/updraft/internal/testenv"
 	"github.com/updraft/updraft/protocol"
 )
@@ -174,7 +170,7 @@ func (st *tokenStream) result(t *testing.T, within time.Duration) streamSummary 
 // small machine next to three race-checked gateways. Its reader goroutine
 // owns every field below the line until done is closed.
 type tokenWatcher struct {
-	conn     *liteConn
+	conn     *bench.Conn
 	done     chan struct{} // closed when the reader stops: end seen, or an error
 	progress atomic.Int64  // tokens received so far
 
@@ -211,7 +207,7 @@ func dialTokenWatcher(t *testing.T, node *testenv.Node, topic string, rewind int
 // the reader; it returns once the subscribe reply arrived. Safe to call
 // from any goroutine.
 func newTokenWatcher(t *testing.T, node *testenv.Node, topic string, rewind int) (*tokenWatcher, error) {
-	c, err := dialLite(node.Addr(), 15*time.Second)
+	c, err := dialLite(node, 15*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -221,14 +217,14 @@ func newTokenWatcher(t *testing.T, node *testenv.Node, topic string, rewind int)
 		sub += `,"rewind":` + strconv.Itoa(rewind)
 	}
 	// Both requests in one frame, as the protocol allows.
-	if err := c.write(opText, []byte(`{"type":"connect","ref":"c"}`+"\n"+sub+"}")); err != nil {
-		c.close()
+	if err := c.WriteText([]byte(`{"type":"connect","ref":"c"}` + "\n" + sub + "}")); err != nil {
+		c.Close()
 		return nil, err
 	}
 	subscribed := make(chan error, 1)
 	go w.read(subscribed)
 	t.Cleanup(func() {
-		c.close()
+		c.Close()
 		<-w.done
 	})
 	select {
@@ -269,7 +265,7 @@ func (w *tokenWatcher) read(subscribed chan<- error) {
 	var msg []byte
 	for w.end == nil && w.err == nil {
 		var err error
-		if msg, err = w.conn.readMessage(msg[:0]); err != nil {
+		if msg, err = w.conn.ReadMessage(msg[:0]); err != nil {
 			fail("after %d tokens: %v", w.count, err)
 			return
 		}
@@ -433,139 +429,12 @@ func lagging(ws []*tokenWatcher) string {
 	return "none"
 }
 
-// liteConn is the smallest WebSocket client the watchers need (RFC 6455,
-// no extensions): coder/websocket's per-read context machinery costs more
-// than a thousand readers on two race-checked cores can pay. Only its
-// reader goroutine uses it after the handshake; close may come from
-// anywhere.
-type liteConn struct {
-	c  net.Conn
-	br *bufio.Reader
-}
-
-// WebSocket opcodes.
-const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xA
-)
-
-// dialLite opens a WebSocket to addr's /api/realtime, offering the
-// updraft.v1 subprotocol.
-func dialLite(addr string, timeout time.Duration) (*liteConn, error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
-	if err != nil {
-		return nil, err
-	}
-	c.SetDeadline(time.Now().Add(timeout))
-	var nonce [16]byte
-	rand.Read(nonce[:])
-	key := base64.StdEncoding.EncodeToString(nonce[:])
-	fmt.Fprintf(c, "GET /api/realtime HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n\r\n", addr, key, protocol.Subprotocol)
-	br := bufio.NewReaderSize(c, 64<<10)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("handshake: %w", err)
-	}
-	resp.Body.Close()
-	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) {
-		c.Close()
-		return nil, fmt.Errorf("handshake answered %s", resp.Status)
-	}
-	c.SetDeadline(time.Time{})
-	return &liteConn{c: c, br: br}, nil
-}
-
-func (l *liteConn) close() { l.c.Close() }
-
-// write sends one masked frame, as a client must.
-func (l *liteConn) write(op byte, payload []byte) error {
-	frame := []byte{0x80 | op}
-	switch n := len(payload); {
-	case n < 126:
-		frame = append(frame, 0x80|byte(n))
-	case n <= 0xFFFF:
-		frame = append(frame, 0x80|126)
-		frame = binary.BigEndian.AppendUint16(frame, uint16(n))
-	default:
-		frame = append(frame, 0x80|127)
-		frame = binary.BigEndian.AppendUint64(frame, uint64(n))
-	}
-	var mask [4]byte
-	rand.Read(mask[:])
-	frame = append(frame, mask[:]...)
-	for i, b := range payload {
-		frame = append(frame, b^mask[i%4])
-	}
-	l.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, err := l.c.Write(frame)
-	return err
-}
-
-// readMessage appends the next text message to buf, answering pings on
-// the way. A close frame is an error naming its code.
-func (l *liteConn) readMessage(buf []byte) ([]byte, error) {
-	for {
-		var hdr [2]byte
-		if _, err := io.ReadFull(l.br, hdr[:]); err != nil {
-			return nil, err
-		}
-		fin, op := hdr[0]&0x80 != 0, hdr[0]&0x0F
-		if hdr[1]&0x80 != 0 {
-			return nil, errors.New("the server masked a frame")
-		}
-		n := uint64(hdr[1] & 0x7F)
-		switch n {
-		case 126:
-			var ext [2]byte
-			if _, err := io.ReadFull(l.br, ext[:]); err != nil {
-				return nil, err
-			}
-			n = uint64(binary.BigEndian.Uint16(ext[:]))
-		case 127:
-			var ext [8]byte
-			if _, err := io.ReadFull(l.br, ext[:]); err != nil {
-				return nil, err
-			}
-			n = binary.BigEndian.Uint64(ext[:])
-		}
-		if n > 64<<20 {
-			return nil, fmt.Errorf("frame of %d bytes", n)
-		}
-		switch op {
-		case opText, opContinuation:
-			start := len(buf)
-			buf = append(buf, make([]byte, n)...)
-			if _, err := io.ReadFull(l.br, buf[start:]); err != nil {
-				return nil, err
-			}
-			if fin {
-				return buf, nil
-			}
-		case opPing, opPong, opClose:
-			payload := make([]byte, n)
-			if _, err := io.ReadFull(l.br, payload); err != nil {
-				return nil, err
-			}
-			switch op {
-			case opPing:
-				if err := l.write(opPong, payload); err != nil {
-					return nil, err
-				}
-			case opClose:
-				code := 0
-				if len(payload) >= 2 {
-					code = int(binary.BigEndian.Uint16(payload))
-				}
-				return nil, fmt.Errorf("closed by the server: %d %s", code, payload[min(2, len(payload)):])
-			}
-		default:
-			return nil, fmt.Errorf("unexpected frame opcode %d", op)
-		}
-	}
+// dialLite opens the minimal WebSocket client of package internal/bench to
+// node: coder/websocket's per-read context machinery costs more than a
+// thousand readers on two race-checked cores can pay. timeout bounds the
+// handshake.
+func dialLite(node *testenv.Node, timeout time.Duration) (*bench.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return bench.Dial(ctx, node.WSURL(), nil)
 }
