@@ -90,6 +90,16 @@ func TestStore(t *testing.T) {
 	if pos, err := s.Latest(ctx, "chat/none"); err != nil || pos != (broker.Position{}) {
 		t.Fatalf("Latest of an unknown topic = %+v %v", pos, err)
 	}
+	// Nodes store their batches independently: a lower seq stored after a
+	// higher one leaves the latest position at the higher.
+	for _, seq := range []uint64{3, 2} {
+		if err := s.Append(ctx, msg("chat/a", "e2", seq), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pos, err := s.Latest(ctx, "chat/a"); err != nil || pos != (broker.Position{Epoch: "e2", Seq: 3}) {
+		t.Fatalf("Latest after a late lower seq = %+v %v, want e2/3", pos, err)
+	}
 
 	// Retention: rows older than it go, in batches.
 	if _, err := pg.DB(t).Exec(`UPDATE updraft.messages SET stored_at = now() - interval '40 days' WHERE epoch = 'e1' AND seq <= 1100`); err != nil {

@@ -326,14 +326,20 @@ func (s *Store) Messages(ctx context.Context, topic string, r Range) ([]broker.M
 	return out, nil
 }
 
-// Latest returns the position of the newest stored message of topic (by
-// store time), or the zero Position when none is stored.
+// Latest returns topic's latest stored position: the highest seq of the
+// epoch stored last, or the zero Position when none is stored.
 func (s *Store) Latest(ctx context.Context, topic string) (broker.Position, error) {
 	var pos broker.Position
 	var seq int64
+	// The newest epoch is the one stored last; its latest position is its
+	// highest seq, not the seq stored last: nodes store their batches
+	// independently, so a node's batch of lower seqs can land after
+	// another's higher ones.
 	err := s.db.QueryRowContext(ctx, `
-		SELECT epoch, seq FROM updraft.messages WHERE topic = $1
-		ORDER BY stored_at DESC, seq DESC LIMIT 1`, topic).Scan(&pos.Epoch, &seq)
+		SELECT epoch, max(seq) FROM updraft.messages
+		WHERE topic = $1 AND epoch = (
+			SELECT epoch FROM updraft.messages WHERE topic = $1 ORDER BY stored_at DESC LIMIT 1)
+		GROUP BY epoch`, topic).Scan(&pos.Epoch, &seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return broker.Position{}, nil
 	}
