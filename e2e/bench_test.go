@@ -429,7 +429,7 @@ func newLatencyWatcher(node *testenv.Node, topic string) (*latencyWatcher, error
 	}
 	w := &latencyWatcher{conn: c, done: make(chan struct{})}
 	sub := fmt.Sprintf(`{"type":"subscribe","ref":"s","topic":%q}`, topic)
-	if err := c.WriteText([]byte(`{"type":"connect","ref":"c"}`+"\n"+sub)); err != nil {
+	if err := c.WriteText([]byte(`{"type":"connect","ref":"c"}` + "\n" + sub)); err != nil {
 		c.Close()
 		return nil, err
 	}

@@ -115,12 +115,10 @@ func (q *sendQueue) finish(code int, reason string, last []byte, discard bool) (
 // writer to make room instead of failing, until ctx ends. It is for bulk
 // sends that the session itself paces (recovered history), never for the
 // fan-out path.
-func (q *sendQueue) pushWait(ctx context.Context, b []byte, start func()) error {
+func (q *sendQueue) pushWait(ctx context.Context, b []byte, startWriter func(start bool)) error {
 	for {
-		ok, full, st := q.push(b)
-		if st {
-			start()
-		}
+		ok, full, start := q.push(b)
+		startWriter(start)
 		switch {
 		case ok:
 			return nil

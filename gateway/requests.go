@@ -303,7 +303,7 @@ func (sess *session) sendHistory(msgs []broker.Message) error {
 		ev := eventOf(m)
 		chunk = protocol.AppendEvent(chunk, &ev)
 		if len(chunk) >= maxFrameOut/2 || i == len(msgs)-1 {
-			if err := sess.queue.pushWait(ctx, chunk, func() { go sess.flush() }); err != nil {
+			if err := sess.queue.pushWait(ctx, chunk, sess.startWriter); err != nil {
 				return err
 			}
 			chunk = nil

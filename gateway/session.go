@@ -27,9 +27,10 @@ const maxFrameOut = 256 << 10
 // send before it is closed with 4000.
 const maxBadInARow = 10
 
-// session is one client connection. Its reader goroutine (the HTTP handler
-// that accepted it) owns the fields marked "reader only"; its writer
-// goroutine owns the outbox's draining; anyone may call send and close.
+// session is one client connection. Its reader goroutine (run, started by
+// the HTTP handler that accepted it) owns the fields marked "reader only";
+// a writer goroutine, running only while the outbox holds something
+// (flush), drains it; anyone may call send and close.
 type session struct {
 	srv  *Server
 	conn *websocket.Conn
@@ -142,21 +143,24 @@ func (sess *session) seen() { sess.lastSeen.Store(time.Now().UnixNano()) }
 // reports whether b was queued.
 func (sess *session) send(b []byte) bool {
 	ok, full, start := sess.queue.push(b)
-	if start {
-		go sess.flush()
-	}
+	sess.startWriter(start)
 	if full {
 		sess.slowConsumer()
 	}
 	return ok
 }
 
-// slowConsumer closes the session with 4008, dropping its backlog.
-func (sess *session) slowConsumer() {
-	first, start := sess.queue.finish(protocol.CloseSlowConsumer, "slow consumer", protocol.EncodeDisconnect(protocol.CloseSlowConsumer, "slow consumer"), true)
+// startWriter starts the writer when the queue said to (start).
+func (sess *session) startWriter(start bool) {
 	if start {
 		go sess.flush()
 	}
+}
+
+// slowConsumer closes the session with 4008, dropping its backlog.
+func (sess *session) slowConsumer() {
+	first, start := sess.queue.finish(protocol.CloseSlowConsumer, "slow consumer", protocol.EncodeDisconnect(protocol.CloseSlowConsumer, "slow consumer"), true)
+	sess.startWriter(start)
 	if first {
 		sess.srv.metrics.slowConsumers.Inc()
 		sess.srv.metrics.closes.WithLabelValues("4008").Inc()
@@ -167,9 +171,7 @@ func (sess *session) slowConsumer() {
 // then the close frame. Only the first close of a session has an effect.
 func (sess *session) close(code int, reason string) {
 	first, start := sess.queue.finish(code, reason, protocol.EncodeDisconnect(code, reason), false)
-	if start {
-		go sess.flush()
-	}
+	sess.startWriter(start)
 	if first {
 		sess.srv.metrics.closes.WithLabelValues(strconv.Itoa(code)).Inc()
 	}

@@ -202,15 +202,7 @@ func TestEmitBadInput(t *testing.T) {
 			args := append([]string{"--url", s.url}, tt.args...)
 			var stdout, stderr bytes.Buffer
 			err := emit(context.Background(), args, strings.NewReader(tt.stdin), &stdout, &stderr)
-			if err == nil {
-				t.Fatalf("no error")
-			}
-			if errors.Is(err, errUsage) != tt.usage {
-				t.Errorf("usage error %v, want %v: %v", errors.Is(err, errUsage), tt.usage, err)
-			}
-			if !strings.Contains(err.Error()+stderr.String(), tt.want) {
-				t.Errorf("error %q / stderr %q do not mention %q", err, stderr.String(), tt.want)
-			}
+			checkRefused(t, err, stderr.String(), tt.usage, tt.want)
 		})
 	}
 	if n := len(s.requests()); n != 0 {
@@ -428,15 +420,7 @@ func TestEmitStreamBadInput(t *testing.T) {
 			t.Parallel()
 			var stdout, stderr bytes.Buffer
 			err := emit(context.Background(), append([]string{"--url", s.url}, tt.args...), strings.NewReader("1\n"), &stdout, &stderr)
-			if err == nil {
-				t.Fatalf("no error")
-			}
-			if errors.Is(err, errUsage) != tt.usage {
-				t.Errorf("usage error %v, want %v: %v", errors.Is(err, errUsage), tt.usage, err)
-			}
-			if !strings.Contains(err.Error()+stderr.String(), tt.want) {
-				t.Errorf("error %q / stderr %q do not mention %q", err, stderr.String(), tt.want)
-			}
+			checkRefused(t, err, stderr.String(), tt.usage, tt.want)
 		})
 	}
 	if req, _ := s.received(); req != nil {
@@ -456,5 +440,20 @@ func TestEmitLateFlags(t *testing.T) {
 	r := s.requests()
 	if len(r) != 1 || r[0].auth != "Bearer late" || string(r[0].body["data"]) != "-5" {
 		t.Fatalf("requests %+v", r)
+	}
+}
+
+// checkRefused checks that a command refused bad input: an error, a usage
+// error exactly when usage, and want in the error or on stderr.
+func checkRefused(t *testing.T, err error, stderr string, usage bool, want string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if errors.Is(err, errUsage) != usage {
+		t.Errorf("usage error %v, want %v: %v", errors.Is(err, errUsage), usage, err)
+	}
+	if !strings.Contains(err.Error()+stderr, want) {
+		t.Errorf("error %q / stderr %q do not mention %q", err, stderr, want)
 	}
 }

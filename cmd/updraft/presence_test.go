@@ -185,15 +185,7 @@ func TestPresenceBadInput(t *testing.T) {
 			args := append([]string{"--url", s.url}, tt.args...)
 			var stdout, stderr bytes.Buffer
 			err := runPresence(context.Background(), args, &stdout, &stderr)
-			if err == nil {
-				t.Fatalf("no error")
-			}
-			if errors.Is(err, errUsage) != tt.usage {
-				t.Errorf("usage error %v, want %v: %v", errors.Is(err, errUsage), tt.usage, err)
-			}
-			if !strings.Contains(err.Error()+stderr.String(), tt.want) {
-				t.Errorf("error %q / stderr %q do not mention %q", err, stderr.String(), tt.want)
-			}
+			checkRefused(t, err, stderr.String(), tt.usage, tt.want)
 		})
 	}
 	if n := len(s.requests()); n != 0 {

@@ -208,15 +208,7 @@ func TestTailBadInput(t *testing.T) {
 			t.Parallel()
 			var stderr testenv.SyncBuffer
 			err := runTail(context.Background(), tt.args, &testenv.SyncBuffer{}, &stderr)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			if errors.Is(err, errUsage) != tt.usage {
-				t.Errorf("usage error %v, want %v: %v", errors.Is(err, errUsage), tt.usage, err)
-			}
-			if !strings.Contains(err.Error()+stderr.String(), tt.want) {
-				t.Errorf("error %q / stderr %q do not mention %q", err, stderr.String(), tt.want)
-			}
+			checkRefused(t, err, stderr.String(), tt.usage, tt.want)
 		})
 	}
 }
