@@ -14,6 +14,7 @@ type metrics struct {
 	messagesOut      prometheus.Counter
 	fanout           prometheus.Histogram
 	slowConsumers    prometheus.Counter
+	writesWaited     prometheus.Counter
 	closes           *prometheus.CounterVec // by close code
 	rejected         *prometheus.CounterVec // by error code
 	redisErrors      prometheus.Counter
@@ -46,6 +47,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "updraft_slow_consumer_closes_total", Help: "Connections closed with 4008 because their send queue overflowed.",
 		}),
+		writesWaited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "updraft_writes_waited_total", Help: "Writes a client's socket did not take at once, finished by a goroutine that waits for it (clients reading slowly).",
+		}),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "updraft_server_closes_total", Help: "Connections the server closed, by close code.",
 		}, []string{"code"}),
@@ -68,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.messagesInClient = m.messagesIn.WithLabelValues("client")
 	m.messagesInHTTP = m.messagesIn.WithLabelValues("http")
 	reg.MustRegister(m.connections, m.subscriptions, m.messagesIn, m.messagesOut, m.fanout,
-		m.slowConsumers, m.closes, m.rejected, m.redisErrors, m.gapsFilled, m.gapsUnfillable, m.presenceEvents,
+		m.slowConsumers, m.writesWaited, m.closes, m.rejected, m.redisErrors, m.gapsFilled, m.gapsUnfillable, m.presenceEvents,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

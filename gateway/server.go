@@ -152,6 +152,7 @@ type Server struct {
 	log     *zap.Logger
 	metrics *metrics
 	hub     *hub
+	writers *writePool
 	mux     *http.ServeMux
 	pres    presenceNode
 
@@ -174,6 +175,7 @@ func New(cfg Config) (*Server, error) {
 		log:        cfg.Logger,
 		metrics:    newMetrics(cfg.Registry),
 		hub:        newHub(),
+		writers:    newWritePool(),
 		sessions:   make(map[*session]struct{}),
 		streamsCut: make(chan struct{}),
 		pres:       presenceNode{local: map[presence.Entry]presence.Member{}, watched: map[string]int{}},

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -34,10 +35,15 @@ const maxBadInARow = 10
 type session struct {
 	srv  *Server
 	conn *websocket.Conn
-	raw  net.Conn // the connection under conn: its write deadline bounds each frame
-	// writeDeadline is raw's write deadline; only the running writer
-	// touches it (one runs at a time, and each starts after the last ended
-	// under the queue's lock).
+	raw  net.Conn        // the connection under conn: the writers write frames on it
+	rc   syscall.RawConn // raw's system call access, for the worker's non-blocking writes
+	// wmu is held while a frame is written to raw, by a writer or by the
+	// library (control frames, through lockedConn).
+	wmu    sync.Mutex
+	worker *writeWorker // writes for the connection while its client keeps up
+	// writeDeadline is raw's write deadline; only a flush touches it (one
+	// writer runs at a time, and each starts after the last ended under
+	// the queue's lock).
 	writeDeadline time.Time
 	id            string
 	ctx           context.Context // cancelled when the session ends
@@ -67,7 +73,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := &session{srv: s, id: newID("s_"), subs: make(map[string]*subscription), tracked: make(map[string]*tracked)}
-	conn, err := websocket.Accept(smallBuffers{w, &sess.raw}, r, &websocket.AcceptOptions{
+	conn, err := websocket.Accept(smallBuffers{w, sess}, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{protocol.Subprotocol},
 		InsecureSkipVerify: true, // checkOrigin above applies UPDRAFT_ALLOWED_ORIGINS
 		OnPongReceived:     func(context.Context, []byte) { sess.seen() },
@@ -81,6 +87,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	conn.SetReadLimit(-1) // the reader applies MaxMessage itself, to send a disconnect first
 	sess.conn = conn
+	sess.rc = rawConnOf(sess.raw)
+	sess.worker = s.writers.pick()
 	sess.ctx, sess.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
 	sess.queue = newSendQueue(s.cfg.SendQueue, s.cfg.SendQueueBytes)
 	sess.limiter = newRateLimiter(s.cfg.ClientRate)
@@ -150,10 +158,11 @@ func (sess *session) send(b []byte) bool {
 	return ok
 }
 
-// startWriter starts the writer when the queue said to (start).
+// startWriter hands the connection to its write worker when the queue
+// said to (start).
 func (sess *session) startWriter(start bool) {
 	if start {
-		go sess.flush()
+		sess.worker.schedule(sess)
 	}
 }
 
@@ -184,56 +193,32 @@ func (sess *session) closing() bool {
 	return sess.queue.done
 }
 
-// flush is the connection's writer while it has something to write: it
-// takes everything queued, packs it into as few frames as possible, and
-// ends when the queue is empty (see sendQueue). Its buffers come from a
-// pool, so an idle connection holds none.
-func (sess *session) flush() {
-	defer sess.queue.writers.Done()
-	buf := writeBufs.Get().(*writeBuf)
-	defer writeBufs.Put(buf)
-	for {
-		items, done, code, reason, stop := sess.queue.take(buf.items[:0])
-		buf.items = items
-		if stop {
-			return
-		}
-		frame, err := sess.writeFrames(items, buf.frame[:0])
-		clear(items)
-		if cap(frame) <= maxPooledFrame {
-			buf.frame = frame
-		}
-		if err != nil {
-			sess.cancel()
-			return
-		}
-		if done {
-			sess.conn.Close(websocket.StatusCode(code), reason)
-			sess.cancel()
-			return
-		}
-	}
-}
-
 // readBufs holds the buffers frames are read into: a connection holds one
 // only while it reads a frame. Requests do not keep references into it
 // (what outlives a request is copied: see broker.Memory.Publish and the
 // presence state).
 var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// smallBuffers hands the WebSocket library 1 KiB read and write buffers
-// instead of net/http's 4 KiB ones (its connection's, which net/http frees
-// with the connection once the handler returned: see serveWebSocket), so
-// that an idle connection does not hold 8 KiB of buffers for life. A larger
-// frame is read or written past the buffer, straight from or to the socket
-// (bufio does so), at the cost of one more system call for its header.
+// smallBuffers hands the WebSocket library a 1 KiB read buffer and a write
+// buffer the size of the largest control frame instead of net/http's 4 KiB
+// ones (its connection's, which net/http frees with the connection once the
+// handler returned: see serveWebSocket), so that an idle connection does
+// not hold 8 KiB of buffers for life. A larger frame is read past the
+// buffer, straight from the socket (bufio does so), at the cost of one more
+// system call for its header. The library writes control frames only (see
+// writer.go).
 type smallBuffers struct {
 	http.ResponseWriter
-	raw *net.Conn // set to the hijacked connection
+	sess *session // its raw is set to the hijacked connection
 }
 
-// connBufferSize fits one typical event or request and its frame header.
-const connBufferSize = 1 << 10
+const (
+	// connBufferSize fits one typical request and its frame header.
+	connBufferSize = 1 << 10
+	// controlFrameSize is the largest control frame a server writes: a
+	// 2-byte header and 125 bytes (RFC 6455 section 5.5).
+	controlFrameSize = 127
+)
 
 func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
@@ -247,7 +232,7 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// library keeps what is buffered and then reads the connection itself.
 	// net/http flushed the 101 response before handing the connection
 	// over, so its writer holds nothing.
-	*w.raw = c
+	w.sess.raw = c
 	br := bufio.NewReaderSize(c, connBufferSize)
 	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ := brw.Reader.Peek(n)
@@ -257,19 +242,10 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			return nil, nil, err
 		}
 	}
-	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(c, connBufferSize)), nil
+	// The library writes control frames only, under the session's wmu.
+	lc := lockedConn{Conn: c, mu: &w.sess.wmu}
+	return lc, bufio.NewReadWriter(br, bufio.NewWriterSize(lc, controlFrameSize)), nil
 }
-
-// writeBuf is a writer's reusable memory.
-type writeBuf struct {
-	items [][]byte
-	frame []byte
-}
-
-var writeBufs = sync.Pool{New: func() any { return new(writeBuf) }}
-
-// maxPooledFrame bounds the frame buffers kept in the pool.
-const maxPooledFrame = 64 << 10
 
 // heartbeatLoop pings every connection each heartbeat, and closes one
 // silent for two with 1001, until ctx ends: one goroutine for the node,
@@ -301,52 +277,6 @@ func (sess *session) ping(timeout time.Duration) {
 	if sess.conn.Ping(ctx) == nil {
 		sess.seen()
 	}
-}
-
-// writeFrames writes items newline-separated in frames of at most
-// maxFrameOut bytes (a single larger item goes alone), reusing buf; a lone
-// item is written as it is. Each frame must be written within
-// WriteTimeout (at least half of it: see armWriteDeadline): the deadline
-// is set on the connection itself, which costs no allocation (a context
-// with a timeout would cost a timer and a callback per write), and the
-// library is given a context that is never done. A client that goes away is cut off by closing the connection (see
-// run).
-func (sess *session) writeFrames(items [][]byte, buf []byte) ([]byte, error) {
-	for len(items) > 0 {
-		frame := items[0]
-		items = items[1:]
-		if len(items) > 0 && len(frame)+1+len(items[0]) <= maxFrameOut {
-			buf = append(buf[:0], frame...)
-			for len(items) > 0 && len(buf)+1+len(items[0]) <= maxFrameOut {
-				buf = append(buf, protocol.Separator)
-				buf = append(buf, items[0]...)
-				items = items[1:]
-			}
-			frame = buf
-		}
-		sess.armWriteDeadline()
-		if err := sess.conn.Write(context.Background(), websocket.MessageText, frame); err != nil {
-			return buf, err
-		}
-	}
-	return buf, nil
-}
-
-// armWriteDeadline makes sure the next frame write has between half and
-// all of WriteTimeout: it moves the connection's write deadline only once
-// half of it has passed (moving a deadline costs a runtime timer update per
-// write, which at one frame per delivery shows in profiles). Only the
-// running writer calls it.
-func (sess *session) armWriteDeadline() {
-	if sess.raw == nil {
-		return
-	}
-	now := time.Now()
-	if now.Add(sess.srv.cfg.WriteTimeout / 2).Before(sess.writeDeadline) {
-		return
-	}
-	sess.writeDeadline = now.Add(sess.srv.cfg.WriteTimeout)
-	sess.raw.SetWriteDeadline(sess.writeDeadline)
 }
 
 // readLoop reads frames until the connection ends or a close is requested.

@@ -1,0 +1,304 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/internal/testenv"
+	"github.com/updraft/updraft/protocol"
+)
+
+// readFrame parses one unmasked server frame from r: its first byte and
+// payload.
+func readFrame(t *testing.T, r io.Reader) (byte, []byte) {
+	t.Helper()
+	var h [2]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		t.Fatal(err)
+	}
+	n := uint64(h[1])
+	switch {
+	case h[1]&0x80 != 0:
+		t.Fatalf("server frame masked: %x", h)
+	case n == 126:
+		var b [2]byte
+		io.ReadFull(r, b[:])
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case n == 127:
+		var b [8]byte
+		io.ReadFull(r, b[:])
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(r, p); err != nil {
+		t.Fatal(err)
+	}
+	return h[0], p
+}
+
+func TestAppendFrames(t *testing.T) {
+	item := func(n int, c byte) []byte { return bytes.Repeat([]byte{c}, n) }
+	tests := []struct {
+		name   string
+		items  [][]byte
+		frames []int // payload length of each frame
+	}{
+		{"one byte", [][]byte{item(1, 'a')}, []int{1}},
+		{"125: one-byte length", [][]byte{item(125, 'a')}, []int{125}},
+		{"126: two-byte length", [][]byte{item(126, 'a')}, []int{126}},
+		{"65535: two-byte length", [][]byte{item(65535, 'a')}, []int{65535}},
+		{"65536: eight-byte length", [][]byte{item(65536, 'a')}, []int{65536}},
+		{"packed with separators", [][]byte{item(10, 'a'), item(20, 'b'), item(30, 'c')}, []int{62}},
+		{"packing stops at maxFrameOut", [][]byte{item(maxFrameOut-10, 'a'), item(9, 'b'), item(1, 'c')}, []int{maxFrameOut, 1}},
+		{"an item larger than maxFrameOut goes alone", [][]byte{item(5, 'a'), item(maxFrameOut+1, 'b'), item(5, 'c')}, []int{5, maxFrameOut + 1, 5}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := bytes.NewReader(appendFrames([]byte("keep"), tt.items)[4:])
+			var got [][]byte
+			for i, want := range tt.frames {
+				op, p := readFrame(t, r)
+				if op != 0x81 || len(p) != want {
+					t.Fatalf("frame %d: first byte %x, %d bytes; want 0x81 (final text frame), %d", i, op, len(p), want)
+				}
+				got = append(got, bytes.Split(p, []byte{protocol.Separator})...)
+			}
+			if r.Len() != 0 {
+				t.Fatalf("%d bytes after the last frame", r.Len())
+			}
+			if !slicesEqual(got, tt.items) {
+				t.Fatalf("the frames carry %d items, not the %d queued, in order", len(got), len(tt.items))
+			}
+		})
+	}
+}
+
+func slicesEqual(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// writerServer runs a gateway over an in-memory broker behind an httptest
+// server, anonymous connects allowed.
+func writerServer(t *testing.T, cfg Config) (*Server, *httptest.Server, *broker.Memory) {
+	t.Helper()
+	var srv atomic.Pointer[Server]
+	b := broker.NewMemory(broker.MemoryConfig{Handler: func(m broker.Message) { srv.Load().Deliver(m) }})
+	t.Cleanup(func() { b.Close() })
+	cfg.Broker, cfg.AllowAnonymous = b, true
+	s := testServer(t, cfg)
+	srv.Store(s)
+	hs := httptest.NewServer(s)
+	t.Cleanup(hs.Close)
+	return s, hs, b
+}
+
+// stalledClient connects and subscribes to topic over a bare TCP
+// connection and then reads nothing more.
+func stalledClient(t *testing.T, hs *httptest.Server, topic string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(hs.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	req := "GET /api/realtime HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: updraft.v1\r\n\r\n"
+	hello := `{"type":"connect","ref":"c"}` + "\n" + `{"type":"subscribe","ref":"s","topic":"` + topic + `"}`
+	mask := [4]byte{7, 7, 7, 7}
+	frame := append([]byte{0x81, 0x80 | 126, byte(len(hello) >> 8), byte(len(hello))}, mask[:]...)
+	for i := 0; i < len(hello); i++ {
+		frame = append(frame, hello[i]^mask[i%4])
+	}
+	if _, err := c.Write(append([]byte(req), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	for replies := 0; replies < 2; {
+		_, p := readFrame(t, br)
+		replies += bytes.Count(p, []byte(`"ok":true`))
+	}
+	return c
+}
+
+// A client that stops reading fills its socket; the worker that writes for
+// it hands it to a goroutine of its own and goes on writing for the
+// others. Every worker gets two stalled clients here, so a worker that
+// waited for one would starve the reading client, which must get every
+// message, in order, while the stalled ones are closed as slow consumers.
+func TestStalledClientsDoNotHoldUpTheirWorker(t *testing.T) {
+	const topic = "chat/stall"
+	s, hs, b := writerServer(t, Config{SendQueue: 16})
+	stalled := 2 * len(s.writers.workers)
+	for range stalled {
+		stalledClient(t, hs, topic)
+	}
+	reader := dialWS(t, hs, "")
+	if rep := reader.request(map[string]any{"type": "subscribe", "topic": topic}); !rep.OK {
+		t.Fatal(rep.Error)
+	}
+	data, _ := json.Marshal(map[string]string{"pad": strings.Repeat("x", 32<<10)})
+	// Loopback buffers absorb a few MiB per stalled connection before its
+	// outbox of 16 overflows; 3,000 messages (96 MiB) bound the loop.
+	seq := 0
+	for seq < 3000 && counterValue(s.metrics.slowConsumers) < float64(stalled) {
+		if _, err := b.Publish(context.Background(), topic, broker.Publication{Event: "m", Data: data}); err != nil {
+			t.Fatal(err)
+		}
+		seq++
+		ev := reader.nextEvent()
+		if ev.Seq != uint64(seq) {
+			t.Fatalf("the reading client got seq %d, want %d", ev.Seq, seq)
+		}
+	}
+	if n := counterValue(s.metrics.slowConsumers); n != float64(stalled) {
+		t.Fatalf("%v of %d stalled clients closed as slow consumers after %d messages", n, stalled, seq)
+	}
+}
+
+// Pings (the library's control frames) and the writers' frames share the
+// socket: pings sent all along while messages of every size go out, some
+// written whole by the worker, some too large for the socket and finished
+// by flush, must leave every frame intact.
+func TestControlFramesDoNotInterleaveWithEvents(t *testing.T) {
+	const topic = "chat/pings"
+	s, hs, b := writerServer(t, Config{})
+	reader := dialWS(t, hs, "")
+	if rep := reader.request(map[string]any{"type": "subscribe", "topic": topic}); !rep.OK {
+		t.Fatal(rep.Error)
+	}
+	sessions := s.liveSessions()
+	if len(sessions) != 1 {
+		t.Fatalf("%d sessions, want 1", len(sessions))
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	pinged := make(chan int)
+	go func() {
+		n := 0
+		for ctx.Err() == nil {
+			sessions[0].ping(5 * time.Second) // answered while the client reads
+			n++
+		}
+		pinged <- n
+	}()
+	publish := func(size int) {
+		data, _ := json.Marshal(map[string]string{"pad": strings.Repeat("y", size)})
+		if _, err := b.Publish(context.Background(), topic, broker.Publication{Event: "m", Data: data}); err != nil {
+			t.Error(err)
+		}
+	}
+	seq := uint64(0)
+	expect := func(size int) {
+		t.Helper()
+		ev := reader.nextEvent()
+		if seq++; ev.Seq != seq || len(ev.Data) != len(`{"pad":""}`)+size {
+			t.Fatalf("event seq %d with %d bytes of data; want seq %d with a pad of %d", ev.Seq, len(ev.Data), seq, size)
+		}
+	}
+
+	// 6 MiB while the client reads nothing: more than a fresh loopback
+	// connection buffers, less than the outbox holds.
+	for range 6 {
+		publish(1 << 20)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return counterValue(s.metrics.writesWaited) > 0 }, "no write waited for the socket")
+	for range 6 {
+		expect(1 << 20)
+	}
+	// Then sizes that go by the worker and by flush, the publisher at most
+	// 4 messages ahead of the reader.
+	sizes := []int{100, 5 << 10, 128 << 10}
+	const messages = 150
+	read := make(chan struct{}, messages)
+	go func() {
+		for i := range messages {
+			if i >= 4 {
+				<-read
+			}
+			publish(sizes[i%len(sizes)])
+		}
+	}()
+	for i := range messages {
+		expect(sizes[i%len(sizes)])
+		read <- struct{}{}
+	}
+	stop()
+	reader.c.CloseNow() // ends the ping waiting for a pong
+	if n := <-pinged; n < 2 {
+		t.Fatalf("only %d pings went out during the test", n)
+	}
+}
+
+// counterValue reads c.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	c.Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+// nextEvent reads the next event, failing the test on anything else.
+func (w *wsConn) nextEvent() protocol.Event {
+	w.t.Helper()
+	m := w.next()
+	var ev protocol.Event
+	if err := json.Unmarshal(m, &ev); err != nil || ev.Type != protocol.TypeEvent {
+		w.t.Fatalf("want an event, got %s (%v)", m, err)
+	}
+	return ev
+}
+
+// The library's control frames wait for the frame a writer is writing: a
+// lockedConn write does not start while the session's wmu is held.
+func TestLockedConnWaitsForTheWriter(t *testing.T) {
+	server, client := net.Pipe() // synchronous: a write completes only when read
+	defer server.Close()
+	defer client.Close()
+	var mu sync.Mutex
+	lc := lockedConn{Conn: server, mu: &mu}
+	mu.Lock() // a writer is in the middle of a frame
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := lc.Write([]byte("ping"))
+		wrote <- err
+	}()
+	buf := make([]byte, 4)
+	client.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := client.Read(buf); err == nil {
+		t.Fatalf("the control frame went out (%q) while the writer held the lock", buf[:n])
+	}
+	mu.Unlock()
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("after the writer: %q %v", buf, err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+}
