@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -140,12 +141,17 @@ func TestBenchToolScenarios(t *testing.T) {
 		checkAllDelivered(t, runs[0], 0) // as many as two seconds allowed, up to 100
 	})
 	t.Run("topics", func(t *testing.T) {
+		prof := filepath.Join(t.TempDir(), "bench.prof")
 		runs := runBenchTool(t, with("topics", "--topics", "3", "--subscribers-per-topic", "2", "--rate", "60", "--messages", "30",
-			"--duration", "2s")...)
+			"--duration", "2s", "--cpuprofile", prof)...)
 		if len(runs) != 1 || runs[0].Connections != 6 || runs[0].Topics != 3 {
 			t.Fatalf("results: %+v", runs)
 		}
 		checkAllDelivered(t, runs[0], 30)
+		// A CPU profile is gzip-compressed protocol buffers.
+		if b, err := os.ReadFile(prof); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("--cpuprofile wrote no profile: %d bytes, %v", len(b), err)
+		}
 	})
 	t.Run("idle", func(t *testing.T) {
 		runs := runBenchTool(t, with("idle", "--connections", "20", "--duration", "1s")...)

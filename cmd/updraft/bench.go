@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,13 +48,14 @@ with UPDRAFT_DATABASE_URL in embedded mode.`,
 
 // benchConfig is what every run of a `bench` command shares.
 type benchConfig struct {
-	p      bench.Params
-	json   bool
-	apiKey string
-	token  string
-	header http.Header // extra handshake headers (--origin)
-	http   *http.Client
-	stderr io.Writer // safe for concurrent use
+	p          bench.Params
+	json       bool
+	apiKey     string
+	token      string
+	header     http.Header // extra handshake headers (--origin)
+	cpuProfile string      // --cpuprofile: where to write the load generator's CPU profile
+	http       *http.Client
+	stderr     io.Writer // safe for concurrent use
 }
 
 // runBench drives running gateways with a load scenario and reports what
@@ -81,6 +83,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if cfg.cpuProfile != "" {
+		stop, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	for run := 1; run <= cfg.p.Runs; run++ {
 		res, err := runScenario(ctx, cfg, run)
 		if err != nil {
@@ -94,6 +103,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	return nil
+}
+
+// startCPUProfile profiles this process into path until stop.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func isHelpFlag(arg string) bool {
@@ -171,6 +196,7 @@ func bindBenchFlags(fs *flag.FlagSet, cfg *benchConfig) (apiFlags, realtimeFlags
 	fs.IntVar(&p.Runs, "runs", p.Runs, "how many times to run the scenario, each with new connections and topics")
 	fs.IntVar(&p.Parallel, "parallel", p.Parallel, "how many connections to open at a time")
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object per run instead of a table")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to `file` (go tool pprof reads it)")
 
 	fs.IntVar(&p.Subscribers, "subscribers", p.Subscribers, "how many subscribers")
 	fs.IntVar(&p.Connections, "connections", p.Connections, "how many idle connections")
