@@ -6,4 +6,5 @@
 --
 -- Returns {epoch, seq}.
 local epoch, seq = publish(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+flush(ARGV[3])
 return {epoch, seq}

@@ -346,6 +346,33 @@ func TestRedisLayout(t *testing.T) {
 			t.Fatalf("after losing %s: History = %+v, %v; want only %+v", lost, page, err, pos)
 		}
 	}
+
+	// A batch starts the new epoch once, at its first message of the
+	// topic, and stores the topic's position once, at its end.
+	before, err := n.Latest(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Del(ctx, history).Err(); err != nil {
+		t.Fatal(err)
+	}
+	item := broker.Item{Topic: topic, Publication: broker.Publication{Event: "e", Data: []byte(`{}`)}}
+	pos, err := n.PublishBatch(ctx, []broker.Item{item, item, item})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range pos {
+		if p.Epoch == before.Epoch || p.Epoch != pos[0].Epoch || p.Seq != uint64(i+1) {
+			t.Fatalf("batch after losing the history: %+v, want seqs 1-3 in one epoch other than %q", pos, before.Epoch)
+		}
+	}
+	fields, err = admin.HGetAll(ctx, meta).Result()
+	if err != nil || fields["epoch"] != pos[0].Epoch || fields["seq"] != "3" {
+		t.Fatalf("HGETALL meta after the batch = %v, %v", fields, err)
+	}
+	if pttl, err := admin.PTTL(ctx, history).Result(); err != nil || pttl <= 0 || pttl > ttl {
+		t.Fatalf("PTTL history after the batch = %v, %v", pttl, err)
+	}
 }
 
 // TestRedisScriptFlushed: the script is loaded again when Redis forgot it.

@@ -7,7 +7,7 @@
 //
 // Reading: each poll reads the changes whose transactions became visible
 // between the previous poll's snapshot and the current one, ordered by id,
-// in one REPEATABLE READ transaction:
+// in one statement whose own snapshot is the current one:
 //
 //	txid >= xmin(prev) AND txid < xmax(cur)
 //	AND pg_visible_in_snapshot(txid, cur) AND NOT pg_visible_in_snapshot(txid, prev)
@@ -289,6 +289,12 @@ func (t *Tracker) lead(ctx context.Context, lease broker.Lease) error {
 	if err != nil {
 		return err
 	}
+	var stmt *sql.Stmt // pollSQL, prepared by the first poll that can
+	defer func() {
+		if stmt != nil {
+			stmt.Close()
+		}
+	}()
 	tick := time.NewTicker(t.cfg.PollInterval)
 	defer tick.Stop()
 	var bo backoff
@@ -298,7 +304,7 @@ func (t *Tracker) lead(ctx context.Context, lease broker.Lease) error {
 			return err
 		}
 		started := time.Now()
-		rows, next, full, err := t.poll(ctx, cur)
+		rows, next, full, err := t.poll(ctx, &stmt, cur)
 		if err != nil {
 			if t.retry(ctx, &bo, "poll", err) {
 				continue
@@ -451,45 +457,52 @@ type change struct {
 	at        int64  // Unix milliseconds
 }
 
-// pollSQL reads one page of a window; see the package comment.
+// pollSQL reads one page of a window; see the package comment. $2 is the
+// window, or empty for a new one: the statement's own snapshot, whose
+// changes are then all visible to the statement. One statement, so one
+// round trip (it is prepared): the first row always carries the window,
+// with NULLs for the change when there is none.
 const pollSQL = `
-SELECT id, tbl, op, data::text, old::text, (extract(epoch FROM at) * 1000)::bigint
-FROM updraft.changes
-WHERE txid >= pg_snapshot_xmin($1::pg_snapshot) AND txid < pg_snapshot_xmax($2::pg_snapshot)
-  AND pg_visible_in_snapshot(txid, $2::pg_snapshot)
-  AND NOT pg_visible_in_snapshot(txid, $1::pg_snapshot)
-  AND id > $3
-ORDER BY id
-LIMIT $4`
+WITH w AS MATERIALIZED (SELECT coalesce(nullif($2, '')::pg_snapshot, pg_current_snapshot()) AS cur)
+SELECT w.cur::text, c.id, c.tbl, c.op, c.data::text, c.old::text, (extract(epoch FROM c.at) * 1000)::bigint
+FROM w LEFT JOIN LATERAL (
+  SELECT id, tbl, op, data, old, at
+  FROM updraft.changes
+  WHERE txid >= pg_snapshot_xmin($1::pg_snapshot) AND txid < pg_snapshot_xmax(w.cur)
+    AND pg_visible_in_snapshot(txid, w.cur)
+    AND NOT pg_visible_in_snapshot(txid, $1::pg_snapshot)
+    AND id > $3
+  ORDER BY id
+  LIMIT $4) c ON true
+ORDER BY c.id`
 
-// poll reads the next page after c. full reports that the window holds
-// more (next is then inside it).
-func (t *Tracker) poll(ctx context.Context, c cursor) (rows []change, next cursor, full bool, err error) {
-	tx, err := t.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
-	if err != nil {
-		return nil, c, false, err
-	}
-	defer tx.Rollback()
-	window := c.cur
-	if window == "" {
-		// The first statement: the transaction's snapshot, so every row
-		// this window selects is visible to the read below.
-		if err := tx.QueryRowContext(ctx, `SELECT pg_current_snapshot()::text`).Scan(&window); err != nil {
-			return nil, c, false, err
+// poll reads the next page after c with *stmt (pollSQL), preparing it
+// first when nil. full reports that the window holds more (next is then
+// inside it).
+func (t *Tracker) poll(ctx context.Context, stmt **sql.Stmt, c cursor) (rows []change, next cursor, full bool, err error) {
+	if *stmt == nil {
+		if *stmt, err = t.db.PrepareContext(ctx, pollSQL); err != nil {
+			return nil, c, false, fmt.Errorf("preparing the poll: %w", err)
 		}
 	}
-	res, err := tx.QueryContext(ctx, pollSQL, c.prev, window, c.after, t.cfg.PageSize)
+	res, err := (*stmt).QueryContext(ctx, c.prev, c.cur, c.after, t.cfg.PageSize)
 	if err != nil {
 		return nil, c, false, err
 	}
 	defer res.Close()
+	window := ""
 	size := 0
 	for res.Next() {
 		var ch change
-		var data, old sql.NullString
-		if err := res.Scan(&ch.id, &ch.tbl, &ch.op, &data, &old, &ch.at); err != nil {
+		var id, at sql.NullInt64
+		var tbl, op, data, old sql.NullString
+		if err := res.Scan(&window, &id, &tbl, &op, &data, &old, &at); err != nil {
 			return nil, c, false, err
 		}
+		if !id.Valid {
+			break // the window holds no change
+		}
+		ch.id, ch.tbl, ch.op, ch.at = id.Int64, tbl.String, op.String, at.Int64
 		if data.Valid {
 			ch.data = []byte(data.String)
 		}
@@ -504,8 +517,8 @@ func (t *Tracker) poll(ctx context.Context, c cursor) (rows []change, next curso
 	if err := res.Err(); err != nil {
 		return nil, c, false, err
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, c, false, err
+	if window == "" {
+		return nil, c, false, errors.New("tracker: the poll returned no window")
 	}
 	if len(rows) == t.cfg.PageSize || size >= maxBatchBytes {
 		return rows, cursor{prev: c.prev, cur: window, after: rows[len(rows)-1].id}, true, nil

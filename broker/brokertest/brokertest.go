@@ -944,6 +944,17 @@ func testPublishBatch(t *testing.T, f Factory) {
 	if got2[0].Event != "b" || got2[0].TS != 7 || string(got2[0].Data) != `2` {
 		t.Errorf("t2 delivered %+v", got2)
 	}
+	// The batch left each topic's position and history as Publish would.
+	if latest, err := n.Latest(ctx, t1); err != nil || latest != pos[2] {
+		t.Errorf("Latest(t1) = %+v, %v; want %+v", latest, err, pos[2])
+	}
+	if next := publish(t, n, t1, `4`); next.Epoch != pos[2].Epoch || next.Seq != 4 {
+		t.Errorf("the publish after the batch got %+v, want seq 4 in epoch %q", next, pos[2].Epoch)
+	}
+	page, err := n.History(ctx, t1, broker.HistoryQuery{})
+	if err != nil || len(page.Messages) != 4 || string(page.Messages[1].Data) != `1` || string(page.Messages[2].Data) != `3` {
+		t.Errorf("History(t1) = %+v, %v; want 0, 1, 3, 4", page, err)
+	}
 	if pos, err := n.PublishBatch(ctx, nil); err != nil || len(pos) != 0 {
 		t.Errorf("empty PublishBatch = %v, %v", pos, err)
 	}
