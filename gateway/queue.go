@@ -7,13 +7,13 @@ import (
 )
 
 // sendQueue is a connection's bounded outbox. The hub and the session push
-// encoded messages without ever blocking. A writer goroutine exists only
-// while there is something to write: the push that finds the queue idle
-// starts one (push reports it), which takes everything queued at once,
-// packs it into frames, and ends when the queue is empty. An idle
-// connection therefore holds no writer goroutine and no write buffer. A
-// push that would go past the limits fails, and the caller closes the
-// connection as a slow consumer.
+// encoded messages without ever blocking. A writer runs only while there
+// is something to write: the push that finds the queue idle says so (the
+// caller hands the connection to its write worker, see writer.go), and the
+// writer takes everything queued at once, packs it into frames, and lets
+// go when the queue is empty. An idle connection therefore holds no writer
+// and no write buffer. A push that would go past the limits fails, and the
+// caller closes the connection as a slow consumer.
 //
 // The queued slices are shared: the same encoded event sits in the queues
 // of every local subscriber, so nobody may modify them.
@@ -21,16 +21,16 @@ type sendQueue struct {
 	maxItems int
 	maxBytes int
 	taken    chan struct{} // capacity 1: "the writer took what was queued"
-	// writers counts the writer goroutines started (at most one runs at a
-	// time); Add happens under mu, so that after kill, Wait is safe.
+	// writers counts the writers started (at most one runs at a time);
+	// Add happens under mu, so that after kill, Wait is safe.
 	writers sync.WaitGroup
 
 	mu    sync.Mutex
 	items [][]byte // guarded by mu
 	bytes int      // guarded by mu; sum of len(items[i])
 	done  bool     // guarded by mu; no pushes accepted any more
-	// writing is set while a writer goroutine runs: from the push that
-	// started it until its take finds nothing left. Guarded by mu.
+	// writing is set while a writer runs: from the push that started it
+	// until its take finds nothing left. Guarded by mu.
 	writing bool
 	dead    bool // guarded by mu; the client is gone: nothing more is written
 	// guarded by mu; when done, the close code and reason the writer sends
@@ -45,7 +45,7 @@ func newSendQueue(maxItems, maxBytes int) *sendQueue {
 
 // push queues b. It reports false when the queue is closed or full; full
 // means the consumer is too slow. start reports that no writer was
-// running: the caller must start one (go session.flush).
+// running: the caller must start one (session.startWriter).
 func (q *sendQueue) push(b []byte) (ok, full, start bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -30,8 +30,9 @@ const maxBadInARow = 10
 
 // session is one client connection. Its reader goroutine (run, started by
 // the HTTP handler that accepted it) owns the fields marked "reader only";
-// a writer goroutine, running only while the outbox holds something
-// (flush), drains it; anyone may call send and close.
+// a writer, running only while the outbox holds something (its write
+// worker, or flush while the client reads slowly: see writer.go), drains
+// it; anyone may call send and close.
 type session struct {
 	srv  *Server
 	conn *websocket.Conn

@@ -3,7 +3,9 @@ package gateway
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -137,6 +139,10 @@ func (w *writeWorker) serve(sess *session) {
 	}
 	n, err := w.tryWrite(sess, frame)
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The deadline of a write long done by flush has passed: flush
+		// sets a new one.
+		go sess.flush(bytes.Clone(frame), true, false, 0, "")
 	case err != nil:
 		sess.wmu.Unlock()
 		sess.cancel()
@@ -161,7 +167,7 @@ func (w *writeWorker) tryWrite(sess *session, b []byte) (n int, err error) {
 	err = sess.rc.Write(w.write)
 	w.out = nil
 	switch {
-	case err != nil: // closed, or a deadline from the blocking path passed
+	case err != nil: // closed, or the deadline flush last set has passed
 		return 0, err
 	case w.errno == syscall.EAGAIN:
 		return 0, nil
@@ -192,7 +198,6 @@ func (sess *session) flush(pending []byte, locked, done bool, code int, reason s
 	defer sess.queue.writers.Done()
 	buf := writeBufs.Get().(*writeBuf)
 	defer writeBufs.Put(buf)
-	defer sess.clearWriteDeadline()
 	for {
 		if !locked {
 			sess.wmu.Lock()
@@ -239,7 +244,9 @@ func (sess *session) writeBlocking(b []byte) error {
 // armWriteDeadline makes sure the next blocking write has between half and
 // all of WriteTimeout: it moves the connection's write deadline only once
 // half of it has passed (moving a deadline costs a runtime timer update per
-// write). Only the connection's flush calls it.
+// write). Only the connection's flush calls it. The deadline stays when
+// flush ends; once it has passed, the worker's next write fails on it and
+// hands the connection to flush again (serve).
 func (sess *session) armWriteDeadline() {
 	now := time.Now()
 	if now.Add(sess.srv.cfg.WriteTimeout / 2).Before(sess.writeDeadline) {
@@ -247,16 +254,6 @@ func (sess *session) armWriteDeadline() {
 	}
 	sess.writeDeadline = now.Add(sess.srv.cfg.WriteTimeout)
 	sess.raw.SetWriteDeadline(sess.writeDeadline)
-}
-
-// clearWriteDeadline lifts the deadline when flush ends, so that a later
-// non-blocking write by the worker does not fail on a deadline set for a
-// write long done.
-func (sess *session) clearWriteDeadline() {
-	if !sess.writeDeadline.IsZero() {
-		sess.writeDeadline = time.Time{}
-		sess.raw.SetWriteDeadline(time.Time{})
-	}
 }
 
 // appendFrames appends items to dst as WebSocket text frames (FIN set,

@@ -302,3 +302,30 @@ func TestLockedConnWaitsForTheWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A write deadline left by an earlier flush that has since passed makes
+// the worker's write fail; the connection goes to flush, which sets a new
+// one, and the message arrives.
+func TestStaleWriteDeadlineIsRenewed(t *testing.T) {
+	const topic = "chat/deadline"
+	s, hs, b := writerServer(t, Config{})
+	reader := dialWS(t, hs, "")
+	if rep := reader.request(map[string]any{"type": "subscribe", "topic": topic}); !rep.OK {
+		t.Fatal(rep.Error)
+	}
+	sessions := s.liveSessions()
+	if len(sessions) != 1 {
+		t.Fatalf("%d sessions, want 1", len(sessions))
+	}
+	// What a flush leaves behind, long expired (the writer is idle: the
+	// reply above was written, and nothing else is queued).
+	sessions[0].raw.SetWriteDeadline(time.Now().Add(-time.Minute))
+	for i := 1; i <= 3; i++ {
+		if _, err := b.Publish(context.Background(), topic, broker.Publication{Event: "m", Data: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+		if ev := reader.nextEvent(); ev.Seq != uint64(i) {
+			t.Fatalf("got seq %d, want %d", ev.Seq, i)
+		}
+	}
+}
