@@ -367,6 +367,9 @@ func (p *Postgres) command(name string, args ...string) *exec.Cmd {
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	// SIGQUIT: an immediate shutdown, the postmaster taking its backends
+	// with it.
+	dieWithTest(cmd, syscall.SIGQUIT)
 	return cmd
 }
 

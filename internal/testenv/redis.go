@@ -87,6 +87,16 @@ func (r *Redis) Client(t testing.TB) *redis.Client {
 	return c
 }
 
+// PID returns the running server's process id, 0 when it is stopped.
+func (r *Redis) PID() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil {
+		return 0
+	}
+	return r.proc.cmd.Process.Pid
+}
+
 // Stop ends the server with SIGTERM and waits for it to exit (SIGKILL
 // after a timeout). It does nothing if the server is not running.
 func (r *Redis) Stop() { r.signal(syscall.SIGTERM) }
@@ -140,6 +150,7 @@ func (r *Redis) start() error {
 	)
 	cmd.Stdout = r.out
 	cmd.Stderr = r.out
+	dieWithTest(cmd, syscall.SIGKILL)
 	if err := cmd.Start(); err != nil {
 		return err
 	}

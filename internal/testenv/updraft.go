@@ -258,6 +258,7 @@ func start(t testing.TB, bin, command, addr string, env map[string]string) *Node
 	cmd.Env = vars
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
+	dieWithTest(cmd, syscall.SIGKILL)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("testenv: starting updraft: %v", err)
 	}
