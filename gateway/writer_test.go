@@ -116,6 +116,21 @@ func writerServer(t *testing.T, cfg Config) (*Server, *httptest.Server, *broker.
 	return s, hs, b
 }
 
+// subscribedClient connects the server's only client, subscribed to
+// topic, and returns it and its session.
+func subscribedClient(t *testing.T, s *Server, hs *httptest.Server, topic string) (*wsConn, *session) {
+	t.Helper()
+	reader := dialWS(t, hs, "")
+	if rep := reader.request(map[string]any{"type": "subscribe", "topic": topic}); !rep.OK {
+		t.Fatal(rep.Error)
+	}
+	sessions := s.liveSessions()
+	if len(sessions) != 1 {
+		t.Fatalf("%d sessions, want 1", len(sessions))
+	}
+	return reader, sessions[0]
+}
+
 // stalledClient connects and subscribes to topic over a bare TCP
 // connection and then reads nothing more.
 func stalledClient(t *testing.T, hs *httptest.Server, topic string) net.Conn {
@@ -190,20 +205,13 @@ func TestStalledClientsDoNotHoldUpTheirWorker(t *testing.T) {
 func TestControlFramesDoNotInterleaveWithEvents(t *testing.T) {
 	const topic = "chat/pings"
 	s, hs, b := writerServer(t, Config{})
-	reader := dialWS(t, hs, "")
-	if rep := reader.request(map[string]any{"type": "subscribe", "topic": topic}); !rep.OK {
-		t.Fatal(rep.Error)
-	}
-	sessions := s.liveSessions()
-	if len(sessions) != 1 {
-		t.Fatalf("%d sessions, want 1", len(sessions))
-	}
+	reader, sess := subscribedClient(t, s, hs, topic)
 	ctx, stop := context.WithCancel(context.Background())
 	pinged := make(chan int)
 	go func() {
 		n := 0
 		for ctx.Err() == nil {
-			sessions[0].ping(5 * time.Second) // answered while the client reads
+			sess.ping(5 * time.Second) // answered while the client reads
 			n++
 		}
 		pinged <- n
@@ -309,17 +317,10 @@ func TestLockedConnWaitsForTheWriter(t *testing.T) {
 func TestStaleWriteDeadlineIsRenewed(t *testing.T) {
 	const topic = "chat/deadline"
 	s, hs, b := writerServer(t, Config{})
-	reader := dialWS(t, hs, "")
-	if rep := reader.request(map[string]any{"type": "subscribe", "topic": topic}); !rep.OK {
-		t.Fatal(rep.Error)
-	}
-	sessions := s.liveSessions()
-	if len(sessions) != 1 {
-		t.Fatalf("%d sessions, want 1", len(sessions))
-	}
+	reader, sess := subscribedClient(t, s, hs, topic)
 	// What a flush leaves behind, long expired (the writer is idle: the
 	// reply above was written, and nothing else is queued).
-	sessions[0].raw.SetWriteDeadline(time.Now().Add(-time.Minute))
+	sess.raw.SetWriteDeadline(time.Now().Add(-time.Minute))
 	for i := 1; i <= 3; i++ {
 		if _, err := b.Publish(context.Background(), topic, broker.Publication{Event: "m", Data: []byte(`{}`)}); err != nil {
 			t.Fatal(err)
