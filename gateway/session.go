@@ -42,9 +42,7 @@ type session struct {
 	// library (control frames, through lockedConn).
 	wmu    sync.Mutex
 	worker *writeWorker // writes for the connection while its client keeps up
-	// writeDeadline is raw's write deadline; only a flush touches it (one
-	// writer runs at a time, and each starts after the last ended under
-	// the queue's lock).
+	// writeDeadline is raw's write deadline, set by flush; guarded by wmu.
 	writeDeadline time.Time
 	id            string
 	ctx           context.Context // cancelled when the session ends
@@ -244,7 +242,7 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	// The library writes control frames only, under the session's wmu.
-	lc := lockedConn{Conn: c, mu: &w.sess.wmu}
+	lc := lockedConn{Conn: c, sess: w.sess}
 	return lc, bufio.NewReadWriter(br, bufio.NewWriterSize(lc, controlFrameSize)), nil
 }
 

@@ -3,9 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"net"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -137,12 +135,9 @@ func (w *writeWorker) serve(sess *session) {
 		go sess.flush(bytes.Clone(frame), false, done, code, reason)
 		return
 	}
+	sess.dropStaleDeadline()
 	n, err := w.tryWrite(sess, frame)
 	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		// The deadline of a write long done by flush has passed: flush
-		// sets a new one.
-		go sess.flush(bytes.Clone(frame), true, false, 0, "")
 	case err != nil:
 		sess.wmu.Unlock()
 		sess.cancel()
@@ -167,7 +162,7 @@ func (w *writeWorker) tryWrite(sess *session, b []byte) (n int, err error) {
 	err = sess.rc.Write(w.write)
 	w.out = nil
 	switch {
-	case err != nil: // closed, or the deadline flush last set has passed
+	case err != nil: // closed
 		return 0, err
 	case w.errno == syscall.EAGAIN:
 		return 0, nil
@@ -244,9 +239,8 @@ func (sess *session) writeBlocking(b []byte) error {
 // armWriteDeadline makes sure the next blocking write has between half and
 // all of WriteTimeout: it moves the connection's write deadline only once
 // half of it has passed (moving a deadline costs a runtime timer update per
-// write). Only the connection's flush calls it. The deadline stays when
-// flush ends; once it has passed, the worker's next write fails on it and
-// hands the connection to flush again (serve).
+// write). Only flush calls it, holding wmu. The deadline stays when flush
+// ends: see dropStaleDeadline.
 func (sess *session) armWriteDeadline() {
 	now := time.Now()
 	if now.Add(sess.srv.cfg.WriteTimeout / 2).Before(sess.writeDeadline) {
@@ -254,6 +248,18 @@ func (sess *session) armWriteDeadline() {
 	}
 	sess.writeDeadline = now.Add(sess.srv.cfg.WriteTimeout)
 	sess.raw.SetWriteDeadline(sess.writeDeadline)
+}
+
+// dropStaleDeadline lifts the write deadline of a flush long done once it
+// has passed, so that it does not fail the next write on the connection:
+// the worker's (which never waits, so needs none) or a control frame of the
+// library's (bounded by the library's own context). Whoever writes calls
+// it, holding wmu.
+func (sess *session) dropStaleDeadline() {
+	if !sess.writeDeadline.IsZero() && time.Now().After(sess.writeDeadline) {
+		sess.writeDeadline = time.Time{}
+		sess.raw.SetWriteDeadline(time.Time{})
+	}
 }
 
 // appendFrames appends items to dst as WebSocket text frames (FIN set,
@@ -297,12 +303,13 @@ func appendFrameHeader(dst []byte, n int) []byte {
 // so a frame of the library's never lands inside one of the writers'.
 type lockedConn struct {
 	net.Conn
-	mu *sync.Mutex
+	sess *session
 }
 
 func (c lockedConn) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.sess.wmu.Lock()
+	defer c.sess.wmu.Unlock()
+	c.sess.dropStaleDeadline()
 	return c.Conn.Write(b)
 }
 

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -288,9 +287,9 @@ func TestLockedConnWaitsForTheWriter(t *testing.T) {
 	server, client := net.Pipe() // synchronous: a write completes only when read
 	defer server.Close()
 	defer client.Close()
-	var mu sync.Mutex
-	lc := lockedConn{Conn: server, mu: &mu}
-	mu.Lock() // a writer is in the middle of a frame
+	sess := &session{raw: server}
+	lc := lockedConn{Conn: server, sess: sess}
+	sess.wmu.Lock() // a writer is in the middle of a frame
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := lc.Write([]byte("ping"))
@@ -301,7 +300,7 @@ func TestLockedConnWaitsForTheWriter(t *testing.T) {
 	if n, err := client.Read(buf); err == nil {
 		t.Fatalf("the control frame went out (%q) while the writer held the lock", buf[:n])
 	}
-	mu.Unlock()
+	sess.wmu.Unlock()
 	client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "ping" {
 		t.Fatalf("after the writer: %q %v", buf, err)
@@ -311,22 +310,45 @@ func TestLockedConnWaitsForTheWriter(t *testing.T) {
 	}
 }
 
-// A write deadline left by an earlier flush that has since passed makes
-// the worker's write fail; the connection goes to flush, which sets a new
-// one, and the message arrives.
-func TestStaleWriteDeadlineIsRenewed(t *testing.T) {
+// A write deadline left by an earlier flush that has since passed must
+// not fail the next write: neither the worker's nor a control frame of the
+// library's (a heartbeat ping to a client that has been idle longer than
+// WriteTimeout).
+func TestStaleWriteDeadlineIsDropped(t *testing.T) {
 	const topic = "chat/deadline"
 	s, hs, b := writerServer(t, Config{})
 	reader, sess := subscribedClient(t, s, hs, topic)
-	// What a flush leaves behind, long expired (the writer is idle: the
-	// reply above was written, and nothing else is queued).
-	sess.raw.SetWriteDeadline(time.Now().Add(-time.Minute))
-	for i := 1; i <= 3; i++ {
-		if _, err := b.Publish(context.Background(), topic, broker.Publication{Event: "m", Data: []byte(`{}`)}); err != nil {
-			t.Fatal(err)
-		}
-		if ev := reader.nextEvent(); ev.Seq != uint64(i) {
-			t.Fatalf("got seq %d, want %d", ev.Seq, i)
-		}
+	// What a flush leaves behind, long expired.
+	stale := func() {
+		past := time.Now().Add(-time.Minute)
+		sess.wmu.Lock()
+		sess.writeDeadline = past
+		sess.raw.SetWriteDeadline(past)
+		sess.wmu.Unlock()
+	}
+	stale()
+
+	// A ping, answered by the client while it reads: the library's
+	// control frame comes first, before any event could renew the deadline.
+	read := make(chan []byte, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, msg, _ := reader.c.Read(ctx) // answers the ping, then reads the event
+		read <- msg
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := sess.conn.Ping(ctx); err != nil {
+		t.Fatalf("ping after the deadline passed: %v", err)
+	}
+	// Then the worker's write, the deadline stale again.
+	stale()
+	if _, err := b.Publish(context.Background(), topic, broker.Publication{Event: "m", Data: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	var ev protocol.Event
+	if msg := <-read; json.Unmarshal(msg, &ev) != nil || ev.Seq != 1 {
+		t.Fatalf("after the deadline passed the client got %q, want the event of seq 1", msg)
 	}
 }
