@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -104,15 +105,23 @@ func slicesEqual(a, b [][]byte) bool {
 // server, anonymous connects allowed.
 func writerServer(t *testing.T, cfg Config) (*Server, *httptest.Server, *broker.Memory) {
 	t.Helper()
+	s, b := writerGateway(t, cfg)
+	hs := httptest.NewServer(s)
+	t.Cleanup(hs.Close)
+	return s, hs, b
+}
+
+// writerGateway is a gateway over an in-memory broker, anonymous connects
+// allowed.
+func writerGateway(t *testing.T, cfg Config) (*Server, *broker.Memory) {
+	t.Helper()
 	var srv atomic.Pointer[Server]
 	b := broker.NewMemory(broker.MemoryConfig{Handler: func(m broker.Message) { srv.Load().Deliver(m) }})
 	t.Cleanup(func() { b.Close() })
 	cfg.Broker, cfg.AllowAnonymous = b, true
 	s := testServer(t, cfg)
 	srv.Store(s)
-	hs := httptest.NewServer(s)
-	t.Cleanup(hs.Close)
-	return s, hs, b
+	return s, b
 }
 
 // subscribedClient connects the server's only client, subscribed to
@@ -350,5 +359,43 @@ func TestStaleWriteDeadlineIsDropped(t *testing.T) {
 	var ev protocol.Event
 	if msg := <-read; json.Unmarshal(msg, &ev) != nil || ev.Seq != 1 {
 		t.Fatalf("after the deadline passed the client got %q, want the event of seq 1", msg)
+	}
+}
+
+// Behind a listener whose connections have no file descriptor (TLS
+// terminated by the gateway's own listener), every write goes through
+// flush, and messages of every size arrive in order.
+func TestWritesWithoutRawSocket(t *testing.T) {
+	const topic = "chat/tls"
+	s, b := writerGateway(t, Config{})
+	hs := httptest.NewTLSServer(s)
+	t.Cleanup(hs.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(hs.URL, "https")+"/api/realtime",
+		&websocket.DialOptions{Subprotocols: []string{protocol.Subprotocol}, HTTPClient: hs.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadLimit(-1)
+	t.Cleanup(func() { c.CloseNow() })
+	reader := &wsConn{t: t, c: c}
+	if rep := reader.request(map[string]any{"type": "connect"}); !rep.OK {
+		t.Fatal(rep.Error)
+	}
+	if rep := reader.request(map[string]any{"type": "subscribe", "topic": topic}); !rep.OK {
+		t.Fatal(rep.Error)
+	}
+	if sessions := s.liveSessions(); len(sessions) != 1 || sessions[0].rc != nil {
+		t.Fatal("the TLS connection has a raw socket: the test does not exercise the fallback")
+	}
+	for i, size := range []int{10, 5 << 10, 300 << 10} {
+		data, _ := json.Marshal(map[string]string{"pad": strings.Repeat("z", size)})
+		if _, err := b.Publish(context.Background(), topic, broker.Publication{Event: "m", Data: data}); err != nil {
+			t.Fatal(err)
+		}
+		if ev := reader.nextEvent(); ev.Seq != uint64(i+1) || len(ev.Data) != len(data) {
+			t.Fatalf("event %d: seq %d, %d bytes; want seq %d, %d bytes", i, ev.Seq, len(ev.Data), i+1, len(data))
+		}
 	}
 }
