@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,6 +58,29 @@ type benchConfig struct {
 	cpuProfile string      // --cpuprofile: where to write the load generator's CPU profile
 	http       *http.Client
 	stderr     io.Writer // safe for concurrent use
+
+	pollers    []*bench.Poller // read the subscribers: one per core, made on first use
+	pollerNext atomic.Uint32
+	pollerOnce sync.Once
+	pollerErr  error
+}
+
+// poller returns the next of the pollers that read subscribers, in turn.
+func (cfg *benchConfig) poller() (*bench.Poller, error) {
+	cfg.pollerOnce.Do(func() {
+		for range runtime.GOMAXPROCS(0) {
+			p, err := bench.NewPoller()
+			if err != nil {
+				cfg.pollerErr = err
+				return
+			}
+			cfg.pollers = append(cfg.pollers, p)
+		}
+	})
+	if cfg.pollerErr != nil {
+		return nil, cfg.pollerErr
+	}
+	return cfg.pollers[int(cfg.pollerNext.Add(1))%len(cfg.pollers)], nil
 }
 
 // runBench drives running gateways with a load scenario and reports what

@@ -18,10 +18,12 @@ const (
 	subscribeTimeout = 30 * time.Second
 )
 
-// subscriber is one bench connection, subscribed to one topic. Its reader
-// goroutine owns the fields below the line until done is closed.
+// subscriber is one bench connection, subscribed to one topic. Once
+// subscribed, a poller reads it: the poller's goroutine owns the fields
+// below the line until done is closed.
 type subscriber struct {
 	conn    *bench.Conn
+	poller  *bench.Poller
 	tally   bench.Tally
 	done    chan struct{}
 	closing atomic.Bool // closeAll closed it: the read error that follows is expected
@@ -66,7 +68,7 @@ func (r *benchRun) connect(ctx context.Context) error {
 func (r *benchRun) closeAll() {
 	for _, s := range r.subs {
 		s.closing.Store(true)
-		s.conn.Close()
+		s.poller.Remove(s.conn)
 	}
 	for _, s := range r.subs {
 		<-s.done
@@ -82,13 +84,26 @@ func (r *benchRun) dialSubscriber(ctx context.Context, url, topic string) (*subs
 	if err != nil {
 		return nil, err
 	}
-	s := &subscriber{conn: c, done: make(chan struct{})}
+	poller, err := r.cfg.poller()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	s := &subscriber{conn: c, poller: poller, done: make(chan struct{})}
 	s.tally.MinSent = r.minSent
 	if err := s.subscribe(ctx, r.cfg.token, topic); err != nil {
 		c.Close()
 		return nil, err
 	}
-	go s.read()
+	err = s.poller.Add(c, func(msg []byte) { s.tally.Frame(msg, time.Now().UnixNano(), s.control) },
+		func(err error) {
+			s.ended(err)
+			close(s.done)
+		})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -155,22 +170,6 @@ type serverMessage struct {
 	Reason string `json:"reason"`
 }
 
-// read counts events until the connection ends.
-func (s *subscriber) read() {
-	defer close(s.done)
-	control := s.control
-	var buf []byte
-	for {
-		msg, err := s.conn.ReadMessage(buf[:0])
-		if err != nil {
-			s.ended(err)
-			return
-		}
-		buf = msg
-		s.tally.Frame(msg, time.Now().UnixNano(), control)
-	}
-}
-
 // control notes a disconnect's code; other replies mean nothing here.
 func (s *subscriber) control(line []byte) {
 	var m serverMessage
@@ -195,7 +194,7 @@ func (s *subscriber) ended(err error) {
 
 func (s *subscriber) close() {
 	s.closing.Store(true)
-	s.conn.Close()
+	s.poller.Remove(s.conn)
 	<-s.done
 }
 

@@ -27,10 +27,12 @@ import (
 // would, at a million deliveries a second.
 //
 // Only one goroutine may read or write at a time (ReadMessage writes
-// pongs); Close may be called from anywhere.
+// pongs); Close may be called from anywhere. A Poller reads many of them
+// from one goroutine instead (poller_linux.go).
 type Conn struct {
-	c  net.Conn
-	br *bufio.Reader
+	c   net.Conn
+	br  *bufio.Reader
+	out io.Writer // where frames are written: c, or the socket a Poller took over
 }
 
 // Opcodes.
@@ -124,7 +126,7 @@ func handshake(c net.Conn, u *url.URL, header http.Header) (*Conn, error) {
 	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) {
 		return nil, fmt.Errorf("bench: handshake answered %s", resp.Status)
 	}
-	return &Conn{c: c, br: br}, nil
+	return &Conn{c: c, br: br, out: c}, nil
 }
 
 // Close closes the connection at once, without a close handshake.
@@ -155,7 +157,7 @@ func (c *Conn) write(op byte, payload []byte) error {
 	for i, b := range payload {
 		frame = append(frame, b^mask[i%4])
 	}
-	_, err := c.c.Write(frame)
+	_, err := c.out.Write(frame)
 	return err
 }
 
@@ -182,7 +184,11 @@ func (c *Conn) ReadMessage(buf []byte) ([]byte, error) {
 				return buf, nil
 			}
 		case opPing, opPong, opClose:
-			if err := c.control(op, n); err != nil {
+			var payload [125]byte // parseHeader refuses longer control frames
+			if _, err := io.ReadFull(c.br, payload[:n]); err != nil {
+				return nil, err
+			}
+			if err := c.control(op, payload[:n]); err != nil {
 				return nil, err
 			}
 		default:
@@ -204,53 +210,70 @@ func grow(buf []byte, n int) []byte {
 // readHeader reads a frame header: the FIN bit, the opcode and the
 // payload length.
 func (c *Conn) readHeader() (fin bool, op byte, n uint64, err error) {
-	var hdr [8]byte
-	if _, err := io.ReadFull(c.br, hdr[:2]); err != nil {
-		return false, 0, 0, err
-	}
-	fin, op = hdr[0]&0x80 != 0, hdr[0]&0x0F
-	if hdr[1]&0x80 != 0 {
-		return false, 0, 0, errors.New("bench: the server masked a frame")
-	}
-	n = uint64(hdr[1] & 0x7F)
-	switch n {
-	case 126:
-		if _, err := io.ReadFull(c.br, hdr[:2]); err != nil {
+	for _, need := range [...]int{2, 4, 10} { // the header's possible lengths
+		b, err := c.br.Peek(need)
+		if err != nil {
 			return false, 0, 0, err
 		}
-		n = uint64(binary.BigEndian.Uint16(hdr[:2]))
-	case 127:
-		if _, err := io.ReadFull(c.br, hdr[:8]); err != nil {
-			return false, 0, 0, err
+		fin, op, hl, n, err := parseHeader(b)
+		if err != nil || hl > 0 {
+			c.br.Discard(hl)
+			return fin, op, n, err
 		}
-		n = binary.BigEndian.Uint64(hdr[:8])
 	}
-	if n > MaxMessage {
-		return false, 0, 0, fmt.Errorf("bench: a frame of %d bytes", n)
-	}
-	return fin, op, n, nil
+	panic("unreachable: a header is at most 10 bytes")
 }
 
-// control handles a control frame of n bytes: answers a ping, ignores a
-// pong, and turns a close into a *CloseError.
-func (c *Conn) control(op byte, n uint64) error {
-	if n > 125 {
-		return fmt.Errorf("bench: a control frame of %d bytes", n)
+// parseHeader parses the server frame header at the start of b: the FIN
+// bit, the opcode, the header's length and the payload's. hl is 0 while b
+// holds only part of the header.
+func parseHeader(b []byte) (fin bool, op byte, hl int, n uint64, err error) {
+	if len(b) < 2 {
+		return false, 0, 0, 0, nil
 	}
-	var payload [125]byte
-	if _, err := io.ReadFull(c.br, payload[:n]); err != nil {
-		return err
+	if b[1]&0x80 != 0 {
+		return false, 0, 0, 0, errors.New("bench: the server masked a frame")
 	}
+	switch n = uint64(b[1] & 0x7F); n {
+	case 126:
+		hl = 4
+	case 127:
+		hl = 10
+	default:
+		hl = 2
+	}
+	if len(b) < hl {
+		return false, 0, 0, 0, nil
+	}
+	switch hl {
+	case 4:
+		n = uint64(binary.BigEndian.Uint16(b[2:4]))
+	case 10:
+		n = binary.BigEndian.Uint64(b[2:10])
+	}
+	if n > MaxMessage {
+		return false, 0, 0, 0, fmt.Errorf("bench: a frame of %d bytes", n)
+	}
+	fin, op = b[0]&0x80 != 0, b[0]&0x0F
+	if op >= opClose && n > 125 {
+		return false, 0, 0, 0, fmt.Errorf("bench: a control frame of %d bytes", n)
+	}
+	return fin, op, hl, n, nil
+}
+
+// control handles a control frame: answers a ping, ignores a pong, and
+// turns a close into a *CloseError.
+func (c *Conn) control(op byte, payload []byte) error {
 	switch op {
 	case opPing:
-		return c.write(opPong, payload[:n])
+		return c.write(opPong, payload)
 	case opClose:
 		e := &CloseError{}
-		if n >= 2 {
+		if len(payload) >= 2 {
 			e.Code = int(binary.BigEndian.Uint16(payload[:2]))
-			e.Reason = string(payload[2:n])
+			e.Reason = string(payload[2:])
 		}
-		c.write(opClose, payload[:min(n, 2)]) // complete the close handshake; the connection ends either way
+		c.write(opClose, payload[:min(len(payload), 2)]) // complete the close handshake; the connection ends either way
 		return e
 	}
 	return nil

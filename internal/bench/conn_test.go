@@ -55,50 +55,58 @@ func dial(t *testing.T, url string, header http.Header) *Conn {
 	return c
 }
 
+// scriptSizes are the lengths of the messages scripted sends: every length
+// encoding (7-bit, 16-bit, 64-bit).
+var scriptSizes = []int{0, 1, 125, 126, 65535, 65536, 300_000}
+
+// scripted is a server that checks the Origin, reads a connect, sends
+// messages of scriptSizes, then a fragmented message of 30,000 "frag"s, a
+// ping, and closes with 4008.
+func scripted(ctx context.Context, c *websocket.Conn, r *http.Request) error {
+	if got := r.Header.Get("Origin"); got != "https://app.example.com" {
+		return errors.New("Origin " + got)
+	}
+	typ, msg, err := c.Read(ctx)
+	if err != nil || typ != websocket.MessageText || string(msg) != `{"type":"connect","ref":"c"}` {
+		return fmt.Errorf("read %v %q %v", typ, msg, err)
+	}
+	for _, n := range scriptSizes {
+		if err := c.Write(ctx, websocket.MessageText, bytes.Repeat([]byte{'a' + byte(n%26)}, n)); err != nil {
+			return err
+		}
+	}
+	w, err := c.Writer(ctx, websocket.MessageText) // a fragmented message
+	if err != nil {
+		return err
+	}
+	for range 3 {
+		w.Write(bytes.Repeat([]byte("frag"), 10_000))
+		// coder/websocket sends what it buffered as a frame once its buffer fills.
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	// A ping needs a reader here for the client's pong; the close
+	// handshake ends it.
+	go c.Read(ctx)
+	if err := c.Ping(ctx); err != nil {
+		return err
+	}
+	return c.Close(protocol.CloseSlowConsumer, "slow consumer")
+}
+
 // Messages of every length encoding (7-bit, 16-bit, 64-bit) and
 // fragmented ones arrive whole; what the client writes arrives unmasked;
 // pings are answered; the close code is reported.
 func TestConnReadsWritesAndCloses(t *testing.T) {
 	t.Parallel()
-	sizes := []int{0, 1, 125, 126, 65535, 65536, 300_000}
-	url, served := wsServer(t, func(ctx context.Context, c *websocket.Conn, r *http.Request) error {
-		if got := r.Header.Get("Origin"); got != "https://app.example.com" {
-			return errors.New("Origin " + got)
-		}
-		typ, msg, err := c.Read(ctx)
-		if err != nil || typ != websocket.MessageText || string(msg) != `{"type":"connect","ref":"c"}` {
-			return fmt.Errorf("read %v %q %v", typ, msg, err)
-		}
-		for _, n := range sizes {
-			if err := c.Write(ctx, websocket.MessageText, bytes.Repeat([]byte{'a' + byte(n%26)}, n)); err != nil {
-				return err
-			}
-		}
-		w, err := c.Writer(ctx, websocket.MessageText) // a fragmented message
-		if err != nil {
-			return err
-		}
-		for range 3 {
-			w.Write(bytes.Repeat([]byte("frag"), 10_000))
-			// coder/websocket sends what it buffered as a frame once its buffer fills.
-		}
-		if err := w.Close(); err != nil {
-			return err
-		}
-		// A ping needs a reader here for the client's pong; the close
-		// handshake ends it.
-		go c.Read(ctx)
-		if err := c.Ping(ctx); err != nil {
-			return err
-		}
-		return c.Close(protocol.CloseSlowConsumer, "slow consumer")
-	})
+	url, served := wsServer(t, scripted)
 	c := dial(t, url, http.Header{"Origin": {"https://app.example.com"}})
 	if err := c.WriteText([]byte(`{"type":"connect","ref":"c"}`)); err != nil {
 		t.Fatal(err)
 	}
 	var buf []byte
-	for _, n := range sizes {
+	for _, n := range scriptSizes {
 		msg, err := c.ReadMessage(buf[:0])
 		if err != nil {
 			t.Fatalf("message of %d bytes: %v", n, err)
