@@ -126,7 +126,7 @@ func (w *writeWorker) serve(sess *session) {
 	w.frame = appendFrames(w.frame[:0], items)
 	clear(items)
 	frame := w.frame
-	if cap(w.frame) > maxPooledFrame {
+	if cap(w.frame) > maxWorkerFrame {
 		w.frame = nil
 	}
 	if done || sess.rc == nil || !sess.wmu.TryLock() {
@@ -337,3 +337,8 @@ var writeBufs = sync.Pool{New: func() any { return new(writeBuf) }}
 
 // maxPooledFrame bounds the frame buffers kept in the pool.
 const maxPooledFrame = 64 << 10
+
+// maxWorkerFrame bounds the frame buffer a write worker keeps between
+// writes: larger than a pooled one, as a node has only one worker per core
+// and under load each write carries many messages.
+const maxWorkerFrame = 1 << 20
