@@ -57,6 +57,57 @@ func TestSendQueue(t *testing.T) {
 	q.shut(false) // returns: no writer runs
 }
 
+// An outbox that goes idle after a burst keeps no large array: it goes to
+// itemsPool, and the next burst (on any connection) starts from a pooled
+// one.
+func TestSendQueueIdleKeepsNoLargeArray(t *testing.T) {
+	q := newSendQueue(1000, DefaultSendQueueBytes)
+	for i := range 100 {
+		if ok, _, start := q.push([]byte("m")); !ok || start != (i == 0) {
+			t.Fatalf("push %d", i)
+		}
+	}
+	items, _, _, _, _ := q.take(nil)
+	if len(items) != 100 {
+		t.Fatalf("took %d items, want 100", len(items))
+	}
+	if _, _, _, _, stop := q.take(items[:0]); !stop {
+		t.Fatal("the emptied queue must stop its writer")
+	}
+	q.writers.Done()
+	q.mu.Lock()
+	kept := cap(q.items)
+	q.mu.Unlock()
+	if kept > idleItemsCap {
+		t.Fatalf("the idle queue kept an array of %d slots, want at most %d", kept, idleItemsCap)
+	}
+	if ok, _, start := q.push([]byte("again")); !ok || !start {
+		t.Fatal("a push after going idle must queue and start a writer")
+	}
+	if items, _, _, _, _ := q.take(nil); len(items) != 1 || string(items[0]) != "again" {
+		t.Fatalf("took %q after the next push", items)
+	}
+	q.writers.Done()
+}
+
+// BenchmarkOutboxBursts queues bursts of 100 messages and takes them as a
+// writer would, the outbox going idle between bursts: with itemsPool, a
+// burst allocates nothing.
+func BenchmarkOutboxBursts(b *testing.B) {
+	q := newSendQueue(1000, DefaultSendQueueBytes)
+	msg := []byte("message")
+	spare := make([][]byte, 0, 128)
+	b.ReportAllocs()
+	for b.Loop() {
+		for range 100 {
+			q.push(msg)
+		}
+		spare, _, _, _, _ = q.take(spare[:0])
+		spare, _, _, _, _ = q.take(spare[:0]) // empty: the outbox goes idle
+		q.writers.Done()
+	}
+}
+
 func TestSendQueueFinishKeepsBacklog(t *testing.T) {
 	q := newSendQueue(10, 1000)
 	q.push([]byte("a"))
