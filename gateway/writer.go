@@ -70,8 +70,7 @@ type writeWorker struct {
 
 	// worker only
 	batch []*session
-	items [][]byte
-	frame []byte
+	buf   writeBuf
 	// The non-blocking write's argument and results, here so that handing
 	// write to syscall.RawConn costs no allocation.
 	write func(fd uintptr) bool
@@ -117,17 +116,10 @@ func (w *writeWorker) run() {
 // serve writes what sess has queued, or hands it to a goroutine of its own
 // when the socket does not take it at once.
 func (w *writeWorker) serve(sess *session) {
-	items, done, code, reason, stop := sess.queue.take(w.items[:0])
-	w.items = items
+	frame, done, code, reason, stop := w.buf.next(sess.queue, maxWorkerFrame)
 	if stop {
 		sess.queue.writers.Done()
 		return
-	}
-	w.frame = appendFrames(w.frame[:0], items)
-	clear(items)
-	frame := w.frame
-	if cap(w.frame) > maxWorkerFrame {
-		w.frame = nil
 	}
 	if done || sess.rc == nil || !sess.wmu.TryLock() {
 		// A close (its handshake waits for the client), or the library
@@ -209,18 +201,10 @@ func (sess *session) flush(pending []byte, locked, done bool, code int, reason s
 			sess.cancel()
 			return
 		}
-		var items [][]byte
 		var stop bool
-		items, done, code, reason, stop = sess.queue.take(buf.items[:0])
-		buf.items = items
+		pending, done, code, reason, stop = buf.next(sess.queue, maxPooledFrame)
 		if stop {
 			return
-		}
-		buf.frame = appendFrames(buf.frame[:0], items)
-		clear(items)
-		pending = buf.frame
-		if cap(buf.frame) > maxPooledFrame {
-			buf.frame = nil
 		}
 	}
 }
@@ -331,6 +315,23 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 type writeBuf struct {
 	items [][]byte
 	frame []byte
+}
+
+// next takes everything q holds (see take for done, code, reason and stop)
+// and packs it into frames, valid until the next call. The frame buffer
+// is kept for that call unless it grew past keep bytes.
+func (b *writeBuf) next(q *sendQueue, keep int) (frame []byte, done bool, code int, reason string, stop bool) {
+	b.items, done, code, reason, stop = q.take(b.items[:0])
+	if stop {
+		return nil, false, 0, "", true
+	}
+	frame = appendFrames(b.frame[:0], b.items)
+	clear(b.items)
+	b.frame = frame
+	if cap(frame) > keep {
+		b.frame = nil
+	}
+	return frame, done, code, reason, false
 }
 
 var writeBufs = sync.Pool{New: func() any { return new(writeBuf) }}
