@@ -42,6 +42,7 @@ var (
 	errNoToken     = errors.New("a token is required")
 	errNoSecret    = errors.New("this server accepts no tokens (no UPDRAFT_JWT_SECRET); connect without one")
 	errTokenNoSub  = errors.New("token has no sub claim")
+	errTokenNoExp  = errors.New("token has no exp claim")
 	errSubChanged  = errors.New("a refreshed token must keep the same sub")
 	errTokenExpire = errors.New("token expired")
 )
@@ -68,6 +69,9 @@ func (s *Server) authenticate(token string) (*Claims, error) {
 		return nil, fmt.Errorf("invalid token: %w", err)
 	case c.Subject == "":
 		return nil, errTokenNoSub
+	case c.ExpiresAt == nil:
+		// A token that never expires would work for good once leaked.
+		return nil, errTokenNoExp
 	}
 	for _, list := range [][]string{c.Subscribe, c.Publish} {
 		for _, p := range list {
@@ -122,7 +126,8 @@ func (c *Claims) forcedOn(topic string) protocol.Filter {
 	return f
 }
 
-// expiry is when the claims stop being valid; zero when they never do.
+// expiry is when the claims stop being valid; zero for anonymous claims,
+// which never do (authenticate refuses tokens without exp).
 func (c *Claims) expiry() time.Time {
 	if c.ExpiresAt == nil {
 		return time.Time{}

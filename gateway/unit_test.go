@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/updraft/updraft/protocol"
 )
 
 func TestSendQueue(t *testing.T) {
@@ -221,7 +223,10 @@ func TestAuthenticate(t *testing.T) {
 		{"wrong secret", sign(t, "other", good, jwt.SigningMethodHS256), "invalid token"},
 		{"expired", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u", ExpiresAt: past}}, jwt.SigningMethodHS256), "expired"},
 		{"no sub", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: future}}, jwt.SigningMethodHS256), "no sub"},
-		{"bad pattern", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u"}, Subscribe: []string{"chat/**/x"}}, jwt.SigningMethodHS256), "invalid pattern"},
+		{"bad pattern", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u", ExpiresAt: future}, Subscribe: []string{"chat/**/x"}}, jwt.SigningMethodHS256), "invalid pattern"},
+		// A token without exp would never expire: a leaked one would work
+		// for good.
+		{"no exp", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u"}, Subscribe: []string{"chat/*"}}, jwt.SigningMethodHS256), "token has no exp claim"},
 		{"alg none", noneToken(t, good), "invalid token"},
 	}
 	for _, tt := range tests {
@@ -327,5 +332,22 @@ func TestFrameSentWithHandshake(t *testing.T) {
 	}
 	if hdr[0] != 0x81 || !strings.Contains(string(body), `"ref":"early","ok":true`) {
 		t.Fatalf("first frame %x %s, want the connect reply", hdr, body)
+	}
+}
+
+// TestTokenWithoutExpRefused: a token without exp would never expire, so it
+// is refused at connect and at refresh, and a failed refresh keeps the
+// session on its old token.
+func TestTokenWithoutExpRefused(t *testing.T) {
+	hs, _ := filterServer(t, 0)
+	noExp := sign(t, filterSecret, &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "user-7"}, Subscribe: []string{"*"}}, jwt.SigningMethodHS256)
+
+	c := dialWSRaw(t, hs)
+	expectError(t, c.request(map[string]any{"type": protocol.TypeConnect, "token": noExp}), protocol.CodeUnauthorized, "token has no exp claim")
+
+	c = dialWS(t, hs, filterToken(t, nil))
+	expectError(t, c.request(map[string]any{"type": protocol.TypeRefresh, "token": noExp}), protocol.CodeUnauthorized, "token has no exp claim")
+	if rep := c.request(map[string]any{"type": protocol.TypePing}); !rep.OK {
+		t.Fatalf("ping after the refused refresh: %+v", rep.Error)
 	}
 }
