@@ -3,8 +3,6 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -133,25 +131,4 @@ func (c *Claims) expiry() time.Time {
 		return time.Time{}
 	}
 	return c.ExpiresAt.Time
-}
-
-// checkOrigin applies UPDRAFT_ALLOWED_ORIGINS. A request without an Origin
-// header is a non-browser client and allowed. With no list configured only
-// the gateway's own origin (same host) is allowed.
-func (s *Server) checkOrigin(r *http.Request) error {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return nil
-	}
-	for _, allowed := range s.cfg.AllowedOrigins {
-		if allowed == "*" || strings.EqualFold(strings.TrimSuffix(allowed, "/"), origin) {
-			return nil
-		}
-	}
-	if len(s.cfg.AllowedOrigins) == 0 {
-		if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
-			return nil
-		}
-	}
-	return fmt.Errorf("origin %q is not allowed (UPDRAFT_ALLOWED_ORIGINS)", origin)
 }

@@ -43,8 +43,10 @@ type Config struct {
 	AllowAnonymous bool
 	// APIKey authorises the HTTP API. Empty: the HTTP API refuses all calls.
 	APIKey string
-	// AllowedOrigins lists the browser origins allowed to open a WebSocket
-	// ("*" for any). Empty: only the gateway's own origin.
+	// AllowedOrigins lists the browser origins allowed to open a WebSocket:
+	// "https://app.example.com", "http://localhost:*" (any port) or "*"
+	// (any origin). Empty: no browser origin; requests without an Origin
+	// header (non-browser clients) are always allowed.
 	AllowedOrigins []string
 	// MaxMessage is the largest client frame in bytes (default 65536).
 	MaxMessage int
@@ -118,6 +120,9 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.JWTSecret) == 0 && !c.AllowAnonymous {
 		return c, errors.New("gateway: no way to authenticate clients: set a JWT secret (UPDRAFT_JWT_SECRET) or allow anonymous access (UPDRAFT_ALLOW_ANONYMOUS=true, development only)")
 	}
+	if err := ValidateOrigins(c.AllowedOrigins); err != nil {
+		return c, fmt.Errorf("gateway: %w", err)
+	}
 	setDefault(&c.MaxMessage, DefaultMaxMessage)
 	setDefault(&c.ClientRate, DefaultClientRate)
 	setDefault(&c.MaxSubscriptions, DefaultMaxSubscriptions)
@@ -155,6 +160,9 @@ type Server struct {
 	writers *writePool
 	mux     *http.ServeMux
 	pres    presenceNode
+	origins []originRule // parsed from cfg.AllowedOrigins
+
+	originLog originLog // rate-limits the log of refused origins
 
 	draining   atomic.Bool
 	streamsCut chan struct{} // closed late in a drain: running streams end with E.error
@@ -170,8 +178,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	origins, _ := parseOrigins(cfg.AllowedOrigins) // validated by withDefaults
 	s := &Server{
 		cfg:        cfg,
+		origins:    origins,
 		log:        cfg.Logger,
 		metrics:    newMetrics(cfg.Registry),
 		hub:        newHub(),

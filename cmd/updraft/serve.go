@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -97,10 +96,8 @@ func loadServeConfig() (serveConfig, error) {
 	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
 		return c, fmt.Errorf("UPDRAFT_LOG_LEVEL: %q is not one of debug, info, warn, error", c.LogLevel)
 	}
-	for _, o := range c.AllowedOrigins {
-		if o != "*" && !strings.Contains(o, "://") {
-			return c, fmt.Errorf("UPDRAFT_ALLOWED_ORIGINS: %q is not an origin like https://app.example.com (or *)", o)
-		}
+	if err := gateway.ValidateOrigins(c.AllowedOrigins); err != nil {
+		return c, err
 	}
 	for _, p := range c.PersistTopics {
 		if err := protocol.ValidatePattern(p); err != nil {

@@ -56,6 +56,7 @@ func TestServeConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_DRAIN_TIMEOUT": "-1s"}, "UPDRAFT_DRAIN_TIMEOUT"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_LOG_LEVEL": "loud"}, "UPDRAFT_LOG_LEVEL"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_ALLOWED_ORIGINS": "app.example.com"}, "UPDRAFT_ALLOWED_ORIGINS"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_ALLOWED_ORIGINS": "http://localhost:*,https://*.example.com"}, "UPDRAFT_ALLOWED_ORIGINS"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_PERSIST_TOPICS": "chat/**"}, "UPDRAFT_DATABASE_URL"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_DATABASE_URL": "postgres://x", "UPDRAFT_PERSIST_TOPICS": "**/chat"}, "UPDRAFT_PERSIST_TOPICS"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_PERSIST_RETENTION_DAYS": "0"}, "UPDRAFT_PERSIST_RETENTION_DAYS"},
