@@ -71,6 +71,12 @@ type Config struct {
 	WriteTimeout time.Duration
 	// DrainTimeout bounds Shutdown (default 15s).
 	DrainTimeout time.Duration
+	// HTTPIdleTimeout closes a keep-alive HTTP connection that waits this
+	// long for its next request (default 60s).
+	HTTPIdleTimeout time.Duration
+	// BodyTimeout bounds reading the body of POST /api/v1/emit and
+	// /api/v1/emit/batch; a body not in by then gets 408 (default 10s).
+	BodyTimeout time.Duration
 	// StreamIdleTimeout ends a POST /api/v1/stream whose body sends nothing
 	// for this long: watchers get <event>.error, the caller 408
 	// (default 30s).
@@ -108,6 +114,10 @@ const (
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultDrainTimeout      = 15 * time.Second
 	DefaultStreamIdleTimeout = 30 * time.Second
+	DefaultHTTPIdleTimeout   = 60 * time.Second
+	DefaultBodyTimeout       = 10 * time.Second
+	// readHeaderTimeout bounds reading a request's headers.
+	readHeaderTimeout = 10 * time.Second
 )
 
 func (c Config) withDefaults() (Config, error) {
@@ -133,6 +143,8 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&c.StreamIdleTimeout, DefaultStreamIdleTimeout)
+	setDefault(&c.HTTPIdleTimeout, DefaultHTTPIdleTimeout)
+	setDefault(&c.BodyTimeout, DefaultBodyTimeout)
 	setDefault(&c.PresenceTimeout, DefaultPresenceTimeout)
 	setDefault(&c.PresenceRate, DefaultPresenceRate)
 	setDefault(&c.MaxPresenceState, DefaultMaxPresenceState)
@@ -234,9 +246,13 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ReadHeaderTimeout: readHeaderTimeout,
+		// Idle keep-alive connections are closed: holders of many would
+		// use up the node's file descriptors. Bodies have their own
+		// deadlines (BodyTimeout, StreamIdleTimeout), so no ReadTimeout.
+		IdleTimeout: s.cfg.HTTPIdleTimeout,
+		ErrorLog:    zap.NewStdLog(s.log.Named("http")),
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

@@ -41,6 +41,8 @@ type serveConfig struct {
 	Heartbeat        time.Duration `envconfig:"HEARTBEAT" default:"25s"`
 	DrainTimeout     time.Duration `envconfig:"DRAIN_TIMEOUT" default:"15s"`
 	StreamIdle       time.Duration `envconfig:"STREAM_IDLE" default:"30s"`
+	HTTPIdleTimeout  time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"60s"`
+	HTTPBodyTimeout  time.Duration `envconfig:"HTTP_BODY_TIMEOUT" default:"10s"`
 	PresenceTimeout  time.Duration `envconfig:"PRESENCE_TIMEOUT" default:"15s"`
 	PresenceRate     float64       `envconfig:"PRESENCE_RATE" default:"10"`
 	PresenceMaxState int           `envconfig:"PRESENCE_MAX_STATE" default:"1024"`
@@ -72,6 +74,8 @@ func loadServeConfig() (serveConfig, error) {
 		{"UPDRAFT_HEARTBEAT", c.Heartbeat >= time.Second},
 		{"UPDRAFT_DRAIN_TIMEOUT", c.DrainTimeout > 0},
 		{"UPDRAFT_STREAM_IDLE", c.StreamIdle > 0},
+		{"UPDRAFT_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout > 0},
+		{"UPDRAFT_HTTP_BODY_TIMEOUT", c.HTTPBodyTimeout > 0},
 		{"UPDRAFT_PERSIST_RETENTION_DAYS", c.PersistRetentionDays > 0},
 		{"UPDRAFT_PRESENCE_RATE", c.PresenceRate > 0},
 		{"UPDRAFT_PRESENCE_MAX_STATE", c.PresenceMaxState > 0},
@@ -267,6 +271,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Heartbeat:         cfg.Heartbeat,
 		DrainTimeout:      cfg.DrainTimeout,
 		StreamIdleTimeout: cfg.StreamIdle,
+		HTTPIdleTimeout:   cfg.HTTPIdleTimeout,
+		BodyTimeout:       cfg.HTTPBodyTimeout,
 		Profiling:         cfg.Pprof,
 		Presence:          pres,
 		PresenceTimeout:   cfg.PresenceTimeout,
