@@ -95,6 +95,11 @@ type Config struct {
 	// Profiling serves Go's pprof endpoints under /debug/pprof/ (for
 	// benchmarks; never on a public address).
 	Profiling bool
+	// MetricsListener, when set, is where /metrics (and the pprof
+	// endpoints with Profiling) are served, by Serve until its drain ends;
+	// they are then not served beside the public endpoints. Nil: they are
+	// served with everything else.
+	MetricsListener net.Listener
 	// Logger (default: no logging).
 	Logger *zap.Logger
 	// Registry receives the gateway's metrics and serves /metrics
@@ -171,8 +176,11 @@ type Server struct {
 	hub     *hub
 	writers *writePool
 	mux     *http.ServeMux
-	pres    presenceNode
-	origins []originRule // parsed from cfg.AllowedOrigins
+	// metricsMux serves /metrics and pprof: mux itself, or a separate one
+	// for cfg.MetricsListener.
+	metricsMux *http.ServeMux
+	pres       presenceNode
+	origins    []originRule // parsed from cfg.AllowedOrigins
 
 	originLog originLog // rate-limits the log of refused origins
 
@@ -213,13 +221,17 @@ func New(cfg Config) (*Server, error) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	s.metricsMux = s.mux
+	if cfg.MetricsListener != nil {
+		s.metricsMux = http.NewServeMux()
+	}
+	s.metricsMux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	if cfg.Profiling {
-		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
-		s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.metricsMux.HandleFunc("/debug/pprof/", pprof.Index)
+		s.metricsMux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		s.metricsMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		s.metricsMux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		s.metricsMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return s, nil
 }
@@ -254,8 +266,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:    zap.NewStdLog(s.log.Named("http")),
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
+	if ml := s.cfg.MetricsListener; ml != nil {
+		ms := &http.Server{
+			Handler:           s.metricsMux,
+			ReadHeaderTimeout: readHeaderTimeout,
+			IdleTimeout:       s.cfg.HTTPIdleTimeout,
+			ErrorLog:          hs.ErrorLog,
+		}
+		go func() {
+			if err := ms.Serve(ml); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+		// Metrics stay up through the drain, which they show.
+		defer ms.Close()
+	}
 	pctx, stopPresence := context.WithCancel(ctx)
 	defer stopPresence()
 	go s.presenceLoop(pctx)

@@ -48,6 +48,7 @@ type serveConfig struct {
 	PresenceMaxState int           `envconfig:"PRESENCE_MAX_STATE" default:"1024"`
 	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info"`
 	Pprof            bool          `envconfig:"PPROF" default:"false"`
+	MetricsAddr      string        `envconfig:"METRICS_ADDR"`
 
 	DatabaseURL          string   `envconfig:"DATABASE_URL"`
 	PersistTopics        []string `envconfig:"PERSIST_TOPICS"`
@@ -110,6 +111,14 @@ func loadServeConfig() (serveConfig, error) {
 	}
 	if len(c.PersistTopics) > 0 && c.DatabaseURL == "" {
 		return c, errors.New("UPDRAFT_PERSIST_TOPICS needs UPDRAFT_DATABASE_URL: persistent topics are kept in PostgreSQL")
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return c, fmt.Errorf("UPDRAFT_METRICS_ADDR: %q is not a listen address like 127.0.0.1:9090: %w", c.MetricsAddr, err)
+		}
+		if c.MetricsAddr == c.Addr {
+			return c, fmt.Errorf("UPDRAFT_METRICS_ADDR must differ from UPDRAFT_ADDR (%s): it is the private address for /metrics", c.Addr)
+		}
 	}
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
@@ -256,6 +265,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Info("cluster mode: this gateway does not track tables; run `updraft tracker` for that")
 	}
 
+	// The listeners open before the gateway is built, so that a taken
+	// address stops start-up with the variable's name.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("UPDRAFT_ADDR: %w", err)
+	}
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("UPDRAFT_METRICS_ADDR: %w", err)
+		}
+	}
 	gw, err := gateway.New(gateway.Config{
 		DurableHistory:    cfg.DatabaseURL != "",
 		NodeID:            cfg.NodeID,
@@ -274,6 +296,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		HTTPIdleTimeout:   cfg.HTTPIdleTimeout,
 		BodyTimeout:       cfg.HTTPBodyTimeout,
 		Profiling:         cfg.Pprof,
+		MetricsListener:   metricsLn,
 		Presence:          pres,
 		PresenceTimeout:   cfg.PresenceTimeout,
 		PresenceRate:      cfg.PresenceRate,
@@ -282,15 +305,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Registry:          reg,
 	})
 	if err != nil {
+		ln.Close()
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
 		return err
 	}
 	gwp.Store(gw)
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("UPDRAFT_ADDR: %w", err)
+	metricsAt := "beside the public endpoints"
+	if metricsLn != nil {
+		metricsAt = metricsLn.Addr().String()
 	}
 	log.Info("serving", zap.String("addr", ln.Addr().String()), zap.String("mode", mode),
-		zap.Bool("anonymous", cfg.AllowAnonymous), zap.Bool("http_api", cfg.APIKey != ""))
+		zap.Bool("anonymous", cfg.AllowAnonymous), zap.Bool("http_api", cfg.APIKey != ""),
+		zap.String("metrics", metricsAt))
 	if cfg.AllowAnonymous {
 		log.Warn("anonymous access is on: any client may subscribe and publish to anything (development only)")
 	}
