@@ -77,9 +77,9 @@ type Config struct {
 	// BodyTimeout bounds reading the body of POST /api/v1/emit and
 	// /api/v1/emit/batch; a body not in by then gets 408 (default 10s).
 	BodyTimeout time.Duration
-	// StreamIdleTimeout ends a POST /api/v1/stream whose body sends nothing
-	// for this long: watchers get <event>.error, the caller 408
-	// (default 30s).
+	// StreamIdleTimeout ends a POST /api/v1/stream whose body sends no
+	// complete line for this long: watchers get <event>.error, the caller
+	// 408 (default 30s).
 	StreamIdleTimeout time.Duration
 	// Presence keeps who is on which topic (package presence); nil: the
 	// presence requests answer unavailable. The Broker's SignalHandler must
