@@ -8,10 +8,15 @@ endif
 GO ?= go
 BIN := bin/updraft
 
-# make run: where the single embedded node listens and the API key it
-# accepts; both can be overridden from the environment or the command line.
+# make run: where the single embedded node listens, the API key it accepts
+# and the browser origins it lets open a WebSocket (local dev servers on
+# any port); each can be overridden from the environment or the command
+# line. UPDRAFT_JWT_SECRET, when set, makes it accept tokens signed with it
+# besides anonymous connects.
 UPDRAFT_ADDR ?= 127.0.0.1:8080
 UPDRAFT_API_KEY ?= dev-key
+UPDRAFT_ALLOWED_ORIGINS ?= http://localhost:*,http://127.0.0.1:*,http://[::1]:*
+UPDRAFT_JWT_SECRET ?=
 
 # Tools `make test` needs beyond Go: redis-server always, a C compiler for
 # -race, the PostgreSQL server (initdb, postgres) for the tests that start
@@ -47,8 +52,10 @@ RUN_KEY = $(if $(filter dev-key,$(UPDRAFT_API_KEY)),dev-key,\"\$$UPDRAFT_API_KEY
 
 run: build
 	@echo "updraft: embedded node on http://$(RUN_HOST), try: $(BIN) tail $(call RUN_URL,ws,/api/realtime)chat/general   then in another terminal: $(BIN) emit $(call RUN_URL,http,)--api-key $(RUN_KEY) chat/general message '{\"text\":\"hi\"}'"
+	@$(if $(UPDRAFT_JWT_SECRET),echo 'updraft: tokens signed with UPDRAFT_JWT_SECRET are accepted too (mint one with: $(BIN) token --sub user-7 --subscribe "chat/*"); anonymous access stays on',true)
 	@UPDRAFT_REDIS_URL= UPDRAFT_ALLOW_ANONYMOUS=true UPDRAFT_API_KEY='$(UPDRAFT_API_KEY)' \
-		UPDRAFT_ADDR='$(UPDRAFT_ADDR)' exec $(BIN) serve
+		UPDRAFT_ADDR='$(UPDRAFT_ADDR)' UPDRAFT_ALLOWED_ORIGINS='$(UPDRAFT_ALLOWED_ORIGINS)' \
+		UPDRAFT_JWT_SECRET='$(UPDRAFT_JWT_SECRET)' exec $(BIN) serve
 
 deps:
 	@scripts/ensure-deps.sh $(TEST_DEPS)

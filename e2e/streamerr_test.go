@@ -63,7 +63,7 @@ func TestStreamBadInput(t *testing.T) {
 	defer pw.Close()
 	go pw.Write([]byte("1\n")) // then nothing: the body stalls
 	status, body = stream("ai/stall", pr)
-	if status != http.StatusRequestTimeout || !strings.Contains(body, "sent nothing for 1s") {
+	if status != http.StatusRequestTimeout || !strings.Contains(body, "sent no complete line for 1s") {
 		t.Fatalf("stalled body: %d %s", status, body)
 	}
 	got = events("ai/stall")

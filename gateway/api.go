@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/updraft/updraft/broker"
 	"github.com/updraft/updraft/protocol"
@@ -171,12 +173,25 @@ func (s *Server) authorizeAPI(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // decodeBody reads a JSON body of at most limit bytes into v, answering
-// 400 or 413 when it cannot.
+// 400 or 413 when it cannot, and 408 when it does not arrive within
+// BodyTimeout: a body trickled a byte at a time must not hold its
+// connection for good.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) == nil {
+		// Lifted once the body is read: net/http then watches the
+		// connection for the client going away, which it must not cut.
+		defer rc.SetReadDeadline(time.Time{}) //nolint:errcheck // it was set
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			lingerClose(w)
+			writeError(w, http.StatusRequestTimeout, protocol.CodeBadRequest, fmt.Sprintf("the request body did not arrive within %v", s.cfg.BodyTimeout))
+			return false
+		}
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, "body larger than "+strconv.FormatInt(limit, 10)+" bytes")
 			return false

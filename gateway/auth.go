@@ -3,8 +3,6 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -42,6 +40,7 @@ var (
 	errNoToken     = errors.New("a token is required")
 	errNoSecret    = errors.New("this server accepts no tokens (no UPDRAFT_JWT_SECRET); connect without one")
 	errTokenNoSub  = errors.New("token has no sub claim")
+	errTokenNoExp  = errors.New("token has no exp claim")
 	errSubChanged  = errors.New("a refreshed token must keep the same sub")
 	errTokenExpire = errors.New("token expired")
 )
@@ -68,6 +67,9 @@ func (s *Server) authenticate(token string) (*Claims, error) {
 		return nil, fmt.Errorf("invalid token: %w", err)
 	case c.Subject == "":
 		return nil, errTokenNoSub
+	case c.ExpiresAt == nil:
+		// A token that never expires would work for good once leaked.
+		return nil, errTokenNoExp
 	}
 	for _, list := range [][]string{c.Subscribe, c.Publish} {
 		for _, p := range list {
@@ -122,31 +124,11 @@ func (c *Claims) forcedOn(topic string) protocol.Filter {
 	return f
 }
 
-// expiry is when the claims stop being valid; zero when they never do.
+// expiry is when the claims stop being valid; zero for anonymous claims,
+// which never do (authenticate refuses tokens without exp).
 func (c *Claims) expiry() time.Time {
 	if c.ExpiresAt == nil {
 		return time.Time{}
 	}
 	return c.ExpiresAt.Time
-}
-
-// checkOrigin applies UPDRAFT_ALLOWED_ORIGINS. A request without an Origin
-// header is a non-browser client and allowed. With no list configured only
-// the gateway's own origin (same host) is allowed.
-func (s *Server) checkOrigin(r *http.Request) error {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return nil
-	}
-	for _, allowed := range s.cfg.AllowedOrigins {
-		if allowed == "*" || strings.EqualFold(strings.TrimSuffix(allowed, "/"), origin) {
-			return nil
-		}
-	}
-	if len(s.cfg.AllowedOrigins) == 0 {
-		if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
-			return nil
-		}
-	}
-	return fmt.Errorf("origin %q is not allowed (UPDRAFT_ALLOWED_ORIGINS)", origin)
 }

@@ -43,8 +43,10 @@ type Config struct {
 	AllowAnonymous bool
 	// APIKey authorises the HTTP API. Empty: the HTTP API refuses all calls.
 	APIKey string
-	// AllowedOrigins lists the browser origins allowed to open a WebSocket
-	// ("*" for any). Empty: only the gateway's own origin.
+	// AllowedOrigins lists the browser origins allowed to open a WebSocket:
+	// "https://app.example.com", "http://localhost:*" (any port) or "*"
+	// (any origin). Empty: no browser origin; requests without an Origin
+	// header (non-browser clients) are always allowed.
 	AllowedOrigins []string
 	// MaxMessage is the largest client frame in bytes (default 65536).
 	MaxMessage int
@@ -69,9 +71,15 @@ type Config struct {
 	WriteTimeout time.Duration
 	// DrainTimeout bounds Shutdown (default 15s).
 	DrainTimeout time.Duration
-	// StreamIdleTimeout ends a POST /api/v1/stream whose body sends nothing
-	// for this long: watchers get <event>.error, the caller 408
-	// (default 30s).
+	// HTTPIdleTimeout closes a keep-alive HTTP connection that waits this
+	// long for its next request (default 60s).
+	HTTPIdleTimeout time.Duration
+	// BodyTimeout bounds reading the body of POST /api/v1/emit and
+	// /api/v1/emit/batch; a body not in by then gets 408 (default 10s).
+	BodyTimeout time.Duration
+	// StreamIdleTimeout ends a POST /api/v1/stream whose body sends no
+	// complete line for this long: watchers get <event>.error, the caller
+	// 408 (default 30s).
 	StreamIdleTimeout time.Duration
 	// Presence keeps who is on which topic (package presence); nil: the
 	// presence requests answer unavailable. The Broker's SignalHandler must
@@ -87,6 +95,11 @@ type Config struct {
 	// Profiling serves Go's pprof endpoints under /debug/pprof/ (for
 	// benchmarks; never on a public address).
 	Profiling bool
+	// MetricsListener, when set, is where /metrics (and the pprof
+	// endpoints with Profiling) are served, by Serve until its drain ends;
+	// they are then not served beside the public endpoints. Nil: they are
+	// served with everything else.
+	MetricsListener net.Listener
 	// Logger (default: no logging).
 	Logger *zap.Logger
 	// Registry receives the gateway's metrics and serves /metrics
@@ -106,6 +119,10 @@ const (
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultDrainTimeout      = 15 * time.Second
 	DefaultStreamIdleTimeout = 30 * time.Second
+	DefaultHTTPIdleTimeout   = 60 * time.Second
+	DefaultBodyTimeout       = 10 * time.Second
+	// readHeaderTimeout bounds reading a request's headers.
+	readHeaderTimeout = 10 * time.Second
 )
 
 func (c Config) withDefaults() (Config, error) {
@@ -118,6 +135,9 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.JWTSecret) == 0 && !c.AllowAnonymous {
 		return c, errors.New("gateway: no way to authenticate clients: set a JWT secret (UPDRAFT_JWT_SECRET) or allow anonymous access (UPDRAFT_ALLOW_ANONYMOUS=true, development only)")
 	}
+	if err := ValidateOrigins(c.AllowedOrigins); err != nil {
+		return c, fmt.Errorf("gateway: %w", err)
+	}
 	setDefault(&c.MaxMessage, DefaultMaxMessage)
 	setDefault(&c.ClientRate, DefaultClientRate)
 	setDefault(&c.MaxSubscriptions, DefaultMaxSubscriptions)
@@ -128,6 +148,8 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&c.StreamIdleTimeout, DefaultStreamIdleTimeout)
+	setDefault(&c.HTTPIdleTimeout, DefaultHTTPIdleTimeout)
+	setDefault(&c.BodyTimeout, DefaultBodyTimeout)
 	setDefault(&c.PresenceTimeout, DefaultPresenceTimeout)
 	setDefault(&c.PresenceRate, DefaultPresenceRate)
 	setDefault(&c.MaxPresenceState, DefaultMaxPresenceState)
@@ -154,7 +176,13 @@ type Server struct {
 	hub     *hub
 	writers *writePool
 	mux     *http.ServeMux
-	pres    presenceNode
+	// metricsMux serves /metrics and pprof: mux itself, or a separate one
+	// for cfg.MetricsListener.
+	metricsMux *http.ServeMux
+	pres       presenceNode
+	origins    []originRule // parsed from cfg.AllowedOrigins
+
+	originLog originLog // rate-limits the log of refused origins
 
 	draining   atomic.Bool
 	streamsCut chan struct{} // closed late in a drain: running streams end with E.error
@@ -170,8 +198,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	origins, _ := parseOrigins(cfg.AllowedOrigins) // validated by withDefaults
 	s := &Server{
 		cfg:        cfg,
+		origins:    origins,
 		log:        cfg.Logger,
 		metrics:    newMetrics(cfg.Registry),
 		hub:        newHub(),
@@ -191,13 +221,17 @@ func New(cfg Config) (*Server, error) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	s.metricsMux = s.mux
+	if cfg.MetricsListener != nil {
+		s.metricsMux = http.NewServeMux()
+	}
+	s.metricsMux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	if cfg.Profiling {
-		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
-		s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.metricsMux.HandleFunc("/debug/pprof/", pprof.Index)
+		s.metricsMux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		s.metricsMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		s.metricsMux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		s.metricsMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return s, nil
 }
@@ -224,12 +258,31 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ReadHeaderTimeout: readHeaderTimeout,
+		// Idle keep-alive connections are closed: holders of many would
+		// use up the node's file descriptors. Bodies have their own
+		// deadlines (BodyTimeout, StreamIdleTimeout), so no ReadTimeout.
+		IdleTimeout: s.cfg.HTTPIdleTimeout,
+		ErrorLog:    zap.NewStdLog(s.log.Named("http")),
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
+	if ml := s.cfg.MetricsListener; ml != nil {
+		ms := &http.Server{
+			Handler:           s.metricsMux,
+			ReadHeaderTimeout: readHeaderTimeout,
+			IdleTimeout:       s.cfg.HTTPIdleTimeout,
+			ErrorLog:          hs.ErrorLog,
+		}
+		go func() {
+			if err := ms.Serve(ml); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+		// Metrics stay up through the drain, which they show.
+		defer ms.Close()
+	}
 	pctx, stopPresence := context.WithCancel(ctx)
 	defer stopPresence()
 	go s.presenceLoop(pctx)

@@ -314,7 +314,7 @@ func (st *stream) finish(err error) (int, any) {
 		status, code, message = lerr.status, lerr.code, lerr.message
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		status = http.StatusRequestTimeout
-		message = fmt.Sprintf("the request body sent nothing for %v: stream timed out", st.srv.cfg.StreamIdleTimeout)
+		message = fmt.Sprintf("the request body sent no complete line for %v: stream timed out", st.srv.cfg.StreamIdleTimeout)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		message = "the request body ended early (connection closed before the end of the body): stream aborted"
 	default:
@@ -426,11 +426,12 @@ func readLine(br *bufio.Reader, buf []byte, max int) ([]byte, error) {
 	}
 }
 
-// streamBody is a stream's request body. Before every read it arms the
-// connection's read deadline, so that a body that sends nothing for the
-// idle timeout fails with os.ErrDeadlineExceeded; stop makes a pending
-// read fail at once, so the handler can end a stream without waiting for
-// the client.
+// streamBody is a stream's request body. It arms the connection's read
+// deadline when a line starts (the first read after a newline), so that a
+// body that sends no complete line for the idle timeout fails with
+// os.ErrDeadlineExceeded, however many bytes of it trickle in; stop makes
+// a pending read fail at once, so the handler can end a stream without
+// waiting for the client.
 type streamBody struct {
 	body io.Reader
 	rc   *http.ResponseController
@@ -438,6 +439,7 @@ type streamBody struct {
 
 	mu      sync.Mutex // guards stopped and orders deadline changes
 	stopped bool
+	inLine  bool // the deadline runs for a line begun; only Read touches it
 }
 
 func (b *streamBody) Read(p []byte) (int, error) {
@@ -446,9 +448,15 @@ func (b *streamBody) Read(p []byte) (int, error) {
 		b.mu.Unlock()
 		return 0, errStreamStopped
 	}
-	b.rc.SetReadDeadline(time.Now().Add(b.idle)) //nolint:errcheck // checked once in serveStream
+	if !b.inLine {
+		b.rc.SetReadDeadline(time.Now().Add(b.idle)) //nolint:errcheck // checked once in serveStream
+		b.inLine = true
+	}
 	b.mu.Unlock()
 	n, err := b.body.Read(p)
+	if bytes.IndexByte(p[:n], '\n') >= 0 {
+		b.inLine = false
+	}
 	if errors.Is(err, io.EOF) {
 		// The body is complete; net/http now watches the connection for
 		// the client going away, which the idle deadline must not cut.

@@ -415,7 +415,7 @@ func TestStreamIdleTimeout(t *testing.T) {
 	// The body goes quiet, the client stays: after 500ms the pending window
 	// goes out, then the error, and the client gets 408.
 	r := answer(t, res)
-	if e := r.error(t); r.status != http.StatusRequestTimeout || !strings.Contains(e.Message, "sent nothing for 500ms") {
+	if e := r.error(t); r.status != http.StatusRequestTimeout || !strings.Contains(e.Message, "sent no complete line for 500ms") {
 		t.Fatalf("answer %d %s", r.status, r.body)
 	}
 	msgs := history(t, b, streamTopic)
@@ -448,6 +448,45 @@ func TestStreamIdleClockRestartsOnData(t *testing.T) {
 	if r := answer(t, res); r.status != http.StatusOK || !strings.Contains(string(r.body), `"count":6`) {
 		t.Fatalf("answer %d %s", r.status, r.body)
 	}
+}
+
+// TestStreamIdleCountsLines: the idle timeout runs between lines, not
+// between bytes, so a line trickled a byte at a time cannot hold the
+// stream (and its connection) open for good.
+func TestStreamIdleCountsLines(t *testing.T) {
+	t.Parallel()
+	_, hs, b := streamServer(t, Config{StreamIdleTimeout: time.Second}, nil)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	start := time.Now()
+	res := postStream(t, hs, streamQuery("answer"), streamKey, pr)
+	write(t, pw, "1\n")
+	waitMessages(t, b, streamTopic, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		// One byte every 300ms, never a newline: at most 30 of them, 9s.
+		for range 30 {
+			if _, err := io.WriteString(pw, "7"); err != nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(300 * time.Millisecond): // the trickle's pace, not a wait for a condition
+			}
+		}
+	}()
+	r := answer(t, res)
+	if e := r.error(t); r.status != http.StatusRequestTimeout || !strings.Contains(e.Message, "no complete line for 1s") {
+		t.Fatalf("answer %d %s after %v", r.status, r.body, time.Since(start))
+	}
+	msgs := history(t, b, streamTopic)
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages", len(msgs))
+	}
+	checkMessage(t, msgs[0], "answer", "1")
+	checkErrorEvent(t, msgs[1], "answer.error", "timed out")
 }
 
 func TestStreamDroppedBody(t *testing.T) {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,10 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/updraft/updraft/protocol"
 )
 
 func TestSendQueue(t *testing.T) {
@@ -221,7 +226,10 @@ func TestAuthenticate(t *testing.T) {
 		{"wrong secret", sign(t, "other", good, jwt.SigningMethodHS256), "invalid token"},
 		{"expired", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u", ExpiresAt: past}}, jwt.SigningMethodHS256), "expired"},
 		{"no sub", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: future}}, jwt.SigningMethodHS256), "no sub"},
-		{"bad pattern", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u"}, Subscribe: []string{"chat/**/x"}}, jwt.SigningMethodHS256), "invalid pattern"},
+		{"bad pattern", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u", ExpiresAt: future}, Subscribe: []string{"chat/**/x"}}, jwt.SigningMethodHS256), "invalid pattern"},
+		// A token without exp would never expire: a leaked one would work
+		// for good.
+		{"no exp", sign(t, "secret", &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "u"}, Subscribe: []string{"chat/*"}}, jwt.SigningMethodHS256), "token has no exp claim"},
 		{"alg none", noneToken(t, good), "invalid token"},
 	}
 	for _, tt := range tests {
@@ -260,20 +268,37 @@ func TestNewRefusesNoAuth(t *testing.T) {
 }
 
 func TestCheckOrigin(t *testing.T) {
+	local := []string{"http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"}
 	tests := []struct {
 		allowed []string
 		host    string
 		origin  string
 		ok      bool
 	}{
-		{nil, "rt.example.com", "", true},
-		{nil, "rt.example.com", "https://rt.example.com", true},
-		{nil, "rt.example.com", "https://evil.example.com", false},
+		{nil, "rt.example.com", "", true}, // not a browser
+		// DNS rebinding: evil.example resolves to the gateway, and the
+		// page's Origin then equals the Host it sends. Neither says the
+		// page may talk to this gateway.
+		{nil, "evil.example", "http://evil.example", false},
+		{nil, "rt.example.com", "https://rt.example.com", false},
+		{nil, "127.0.0.1:8080", "http://127.0.0.1:8080", false},
 		{[]string{"https://app.example.com"}, "rt.example.com", "https://app.example.com", true},
 		{[]string{"https://app.example.com/"}, "rt.example.com", "https://APP.example.com", true},
 		{[]string{"https://app.example.com"}, "rt.example.com", "http://app.example.com", false},
 		{[]string{"https://app.example.com"}, "rt.example.com", "https://rt.example.com", false},
+		{[]string{"https://app.example.com"}, "app.example.com", "https://app.example.com:8443", false},
 		{[]string{"*"}, "rt.example.com", "https://anything.test", true},
+		{local, "127.0.0.1:8080", "http://localhost:5173", true},
+		{local, "127.0.0.1:8080", "http://LOCALHOST:3000", true},
+		{local, "127.0.0.1:8080", "http://localhost", true},
+		{local, "127.0.0.1:8080", "http://127.0.0.1:8080", true},
+		{local, "127.0.0.1:8080", "http://[::1]:5173", true},
+		{local, "127.0.0.1:8080", "https://localhost:5173", false},
+		{local, "evil.example", "http://evil.example", false},
+		{local, "evil.example", "http://localhost.evil.example:80", false},
+		{local, "evil.example", "http://localhost:80@evil.example", false},
+		{local, "evil.example", "http://localhost:5173/x", false},
+		{local, "evil.example", "null", false},
 	}
 	for _, tt := range tests {
 		s := testServer(t, Config{AllowAnonymous: true, AllowedOrigins: tt.allowed})
@@ -284,6 +309,79 @@ func TestCheckOrigin(t *testing.T) {
 		if err := s.checkOrigin(r); (err == nil) != tt.ok {
 			t.Errorf("allowed=%v host=%s origin=%s: err=%v, want ok=%v", tt.allowed, tt.host, tt.origin, err, tt.ok)
 		}
+	}
+}
+
+func TestValidateOrigins(t *testing.T) {
+	for _, o := range []string{"*", "https://app.example.com", "http://localhost:*", "http://[::1]:*", "http://127.0.0.1:5173", "https://app.example.com/"} {
+		if err := ValidateOrigins([]string{o}); err != nil {
+			t.Errorf("%q: %v", o, err)
+		}
+	}
+	for _, o := range []string{"app.example.com", "https://app.example.com/path", "http://*.example.com", "http://localhost:x", "ftp://", "https://a:b@app.example.com"} {
+		if err := ValidateOrigins([]string{o}); err == nil || !strings.Contains(err.Error(), "UPDRAFT_ALLOWED_ORIGINS") {
+			t.Errorf("%q: %v, want an error naming UPDRAFT_ALLOWED_ORIGINS", o, err)
+		}
+	}
+}
+
+// TestOriginRefusalLogged: a browser's 403 is invisible to the page, so the
+// gateway says in its log which origin it refused and what to set, once
+// per origin and minute however many requests come, and the 403 body says
+// the same.
+func TestOriginRefusalLogged(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	s := testServer(t, Config{AllowAnonymous: true, AllowedOrigins: []string{"https://app.example.com"}, Logger: zap.New(core)})
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	refuse := func(origin string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, hs.URL+"/api/realtime", nil)
+		req.Header.Set("Origin", origin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), origin) || !strings.Contains(string(body), "UPDRAFT_ALLOWED_ORIGINS") {
+			t.Fatalf("answer %d %s, want 403 naming the origin and the setting", resp.StatusCode, body)
+		}
+	}
+	for range 20 {
+		refuse("http://localhost:5173")
+	}
+	refuse("http://evil.example")
+	lines := logs.FilterMessage("origin refused").All()
+	if len(lines) != 2 {
+		t.Fatalf("%d log lines for two refused origins, want 2: %+v", len(lines), lines)
+	}
+	f := lines[0].ContextMap()
+	if f["origin"] != "http://localhost:5173" || !strings.Contains(f["fix"].(string), "UPDRAFT_ALLOWED_ORIGINS") {
+		t.Fatalf("log line %+v", f)
+	}
+}
+
+func TestOriginLogBounded(t *testing.T) {
+	var l originLog
+	now := time.Now()
+	logged := 0
+	for i := range 10 * maxLoggedOrigins {
+		if ok, _ := l.allow(fmt.Sprintf("http://o%d.example", i), now); ok {
+			logged++
+		}
+	}
+	if logged != maxLoggedOrigins || len(l.last) != maxLoggedOrigins {
+		t.Fatalf("%d lines, %d origins remembered; want %d of each", logged, len(l.last), maxLoggedOrigins)
+	}
+	// A minute later the same origins are logged again, and the count of
+	// lines left out is reported with the first.
+	ok, suppressed := l.allow("http://o1.example", now.Add(time.Minute))
+	if !ok || suppressed != 9*maxLoggedOrigins {
+		t.Fatalf("a minute later: %v, %d suppressed", ok, suppressed)
+	}
+	if len(l.last) > maxLoggedOrigins {
+		t.Fatalf("%d origins remembered", len(l.last))
 	}
 }
 
@@ -327,5 +425,22 @@ func TestFrameSentWithHandshake(t *testing.T) {
 	}
 	if hdr[0] != 0x81 || !strings.Contains(string(body), `"ref":"early","ok":true`) {
 		t.Fatalf("first frame %x %s, want the connect reply", hdr, body)
+	}
+}
+
+// TestTokenWithoutExpRefused: a token without exp would never expire, so it
+// is refused at connect and at refresh, and a failed refresh keeps the
+// session on its old token.
+func TestTokenWithoutExpRefused(t *testing.T) {
+	hs, _ := filterServer(t, 0)
+	noExp := sign(t, filterSecret, &Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "user-7"}, Subscribe: []string{"*"}}, jwt.SigningMethodHS256)
+
+	c := dialWSRaw(t, hs)
+	expectError(t, c.request(map[string]any{"type": protocol.TypeConnect, "token": noExp}), protocol.CodeUnauthorized, "token has no exp claim")
+
+	c = dialWS(t, hs, filterToken(t, nil))
+	expectError(t, c.request(map[string]any{"type": protocol.TypeRefresh, "token": noExp}), protocol.CodeUnauthorized, "token has no exp claim")
+	if rep := c.request(map[string]any{"type": protocol.TypePing}); !rep.OK {
+		t.Fatalf("ping after the refused refresh: %+v", rep.Error)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -42,11 +41,14 @@ type serveConfig struct {
 	Heartbeat        time.Duration `envconfig:"HEARTBEAT" default:"25s"`
 	DrainTimeout     time.Duration `envconfig:"DRAIN_TIMEOUT" default:"15s"`
 	StreamIdle       time.Duration `envconfig:"STREAM_IDLE" default:"30s"`
+	HTTPIdleTimeout  time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"60s"`
+	HTTPBodyTimeout  time.Duration `envconfig:"HTTP_BODY_TIMEOUT" default:"10s"`
 	PresenceTimeout  time.Duration `envconfig:"PRESENCE_TIMEOUT" default:"15s"`
 	PresenceRate     float64       `envconfig:"PRESENCE_RATE" default:"10"`
 	PresenceMaxState int           `envconfig:"PRESENCE_MAX_STATE" default:"1024"`
 	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info"`
 	Pprof            bool          `envconfig:"PPROF" default:"false"`
+	MetricsAddr      string        `envconfig:"METRICS_ADDR"`
 
 	DatabaseURL          string   `envconfig:"DATABASE_URL"`
 	PersistTopics        []string `envconfig:"PERSIST_TOPICS"`
@@ -73,6 +75,8 @@ func loadServeConfig() (serveConfig, error) {
 		{"UPDRAFT_HEARTBEAT", c.Heartbeat >= time.Second},
 		{"UPDRAFT_DRAIN_TIMEOUT", c.DrainTimeout > 0},
 		{"UPDRAFT_STREAM_IDLE", c.StreamIdle > 0},
+		{"UPDRAFT_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout > 0},
+		{"UPDRAFT_HTTP_BODY_TIMEOUT", c.HTTPBodyTimeout > 0},
 		{"UPDRAFT_PERSIST_RETENTION_DAYS", c.PersistRetentionDays > 0},
 		{"UPDRAFT_PRESENCE_RATE", c.PresenceRate > 0},
 		{"UPDRAFT_PRESENCE_MAX_STATE", c.PresenceMaxState > 0},
@@ -97,10 +101,8 @@ func loadServeConfig() (serveConfig, error) {
 	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
 		return c, fmt.Errorf("UPDRAFT_LOG_LEVEL: %q is not one of debug, info, warn, error", c.LogLevel)
 	}
-	for _, o := range c.AllowedOrigins {
-		if o != "*" && !strings.Contains(o, "://") {
-			return c, fmt.Errorf("UPDRAFT_ALLOWED_ORIGINS: %q is not an origin like https://app.example.com (or *)", o)
-		}
+	if err := gateway.ValidateOrigins(c.AllowedOrigins); err != nil {
+		return c, err
 	}
 	for _, p := range c.PersistTopics {
 		if err := protocol.ValidatePattern(p); err != nil {
@@ -109,6 +111,14 @@ func loadServeConfig() (serveConfig, error) {
 	}
 	if len(c.PersistTopics) > 0 && c.DatabaseURL == "" {
 		return c, errors.New("UPDRAFT_PERSIST_TOPICS needs UPDRAFT_DATABASE_URL: persistent topics are kept in PostgreSQL")
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return c, fmt.Errorf("UPDRAFT_METRICS_ADDR: %q is not a listen address like 127.0.0.1:9090: %w", c.MetricsAddr, err)
+		}
+		if c.MetricsAddr == c.Addr {
+			return c, fmt.Errorf("UPDRAFT_METRICS_ADDR must differ from UPDRAFT_ADDR (%s): it is the private address for /metrics", c.Addr)
+		}
 	}
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
@@ -255,6 +265,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Info("cluster mode: this gateway does not track tables; run `updraft tracker` for that")
 	}
 
+	// The listeners open before the gateway is built, so that a taken
+	// address stops start-up with the variable's name.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("UPDRAFT_ADDR: %w", err)
+	}
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("UPDRAFT_METRICS_ADDR: %w", err)
+		}
+	}
 	gw, err := gateway.New(gateway.Config{
 		DurableHistory:    cfg.DatabaseURL != "",
 		NodeID:            cfg.NodeID,
@@ -270,7 +293,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Heartbeat:         cfg.Heartbeat,
 		DrainTimeout:      cfg.DrainTimeout,
 		StreamIdleTimeout: cfg.StreamIdle,
+		HTTPIdleTimeout:   cfg.HTTPIdleTimeout,
+		BodyTimeout:       cfg.HTTPBodyTimeout,
 		Profiling:         cfg.Pprof,
+		MetricsListener:   metricsLn,
 		Presence:          pres,
 		PresenceTimeout:   cfg.PresenceTimeout,
 		PresenceRate:      cfg.PresenceRate,
@@ -279,15 +305,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Registry:          reg,
 	})
 	if err != nil {
+		ln.Close()
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
 		return err
 	}
 	gwp.Store(gw)
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("UPDRAFT_ADDR: %w", err)
+	metricsAt := "beside the public endpoints"
+	if metricsLn != nil {
+		metricsAt = metricsLn.Addr().String()
 	}
 	log.Info("serving", zap.String("addr", ln.Addr().String()), zap.String("mode", mode),
-		zap.Bool("anonymous", cfg.AllowAnonymous), zap.Bool("http_api", cfg.APIKey != ""))
+		zap.Bool("anonymous", cfg.AllowAnonymous), zap.Bool("http_api", cfg.APIKey != ""),
+		zap.String("metrics", metricsAt))
 	if cfg.AllowAnonymous {
 		log.Warn("anonymous access is on: any client may subscribe and publish to anything (development only)")
 	}

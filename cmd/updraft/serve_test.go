@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ func setenv(t *testing.T, vars map[string]string) {
 	for _, name := range []string{"ADDR", "NODE_ID", "REDIS_URL", "JWT_SECRET", "API_KEY", "ALLOW_ANONYMOUS",
 		"ALLOWED_ORIGINS", "HISTORY_SIZE", "HISTORY_TTL", "MAX_MESSAGE", "CLIENT_RATE", "MAX_SUBSCRIPTIONS",
 		"SEND_QUEUE", "HEARTBEAT", "DRAIN_TIMEOUT", "LOG_LEVEL", "DATABASE_URL", "PERSIST_TOPICS", "PERSIST_RETENTION_DAYS", "STREAM_IDLE",
-		"PRESENCE_TIMEOUT", "PRESENCE_RATE", "PRESENCE_MAX_STATE"} {
+		"PRESENCE_TIMEOUT", "PRESENCE_RATE", "PRESENCE_MAX_STATE", "HTTP_IDLE_TIMEOUT", "HTTP_BODY_TIMEOUT", "METRICS_ADDR", "PPROF"} {
 		t.Setenv("UPDRAFT_"+name, "") // restores the variable after the test
 		os.Unsetenv("UPDRAFT_" + name)
 	}
@@ -31,7 +32,7 @@ func TestServeConfigDefaults(t *testing.T) {
 	}
 	if c.Addr != ":8080" || c.HistorySize != 1000 || c.HistoryTTL != 24*time.Hour || c.MaxMessage != 65536 ||
 		c.ClientRate != 100 || c.MaxSubscriptions != 256 || c.SendQueue != 1024 || c.Heartbeat != 25*time.Second ||
-		c.DrainTimeout != 15*time.Second || c.LogLevel != "info" || c.NodeID == "" || c.RedisURL != "" {
+		c.DrainTimeout != 15*time.Second || c.HTTPIdleTimeout != time.Minute || c.HTTPBodyTimeout != 10*time.Second || c.LogLevel != "info" || c.NodeID == "" || c.RedisURL != "" {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -56,6 +57,7 @@ func TestServeConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_DRAIN_TIMEOUT": "-1s"}, "UPDRAFT_DRAIN_TIMEOUT"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_LOG_LEVEL": "loud"}, "UPDRAFT_LOG_LEVEL"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_ALLOWED_ORIGINS": "app.example.com"}, "UPDRAFT_ALLOWED_ORIGINS"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_ALLOWED_ORIGINS": "http://localhost:*,https://*.example.com"}, "UPDRAFT_ALLOWED_ORIGINS"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_PERSIST_TOPICS": "chat/**"}, "UPDRAFT_DATABASE_URL"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_DATABASE_URL": "postgres://x", "UPDRAFT_PERSIST_TOPICS": "**/chat"}, "UPDRAFT_PERSIST_TOPICS"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_PERSIST_RETENTION_DAYS": "0"}, "UPDRAFT_PERSIST_RETENTION_DAYS"},
@@ -63,6 +65,10 @@ func TestServeConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_PRESENCE_RATE": "0"}, "UPDRAFT_PRESENCE_RATE"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_PRESENCE_MAX_STATE": "100000"}, "UPDRAFT_PRESENCE_MAX_STATE"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_STREAM_IDLE": "soon"}, "UPDRAFT_STREAM_IDLE"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_HTTP_IDLE_TIMEOUT": "0s"}, "UPDRAFT_HTTP_IDLE_TIMEOUT"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_METRICS_ADDR": "9090"}, "UPDRAFT_METRICS_ADDR"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_ADDR": ":8080", "UPDRAFT_METRICS_ADDR": ":8080"}, "UPDRAFT_METRICS_ADDR"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_HTTP_BODY_TIMEOUT": "-1s"}, "UPDRAFT_HTTP_BODY_TIMEOUT"},
 	}
 	for _, tt := range tests {
 		setenv(t, tt.vars)
@@ -78,5 +84,18 @@ func TestServeRefusesBadRedisURL(t *testing.T) {
 	var stderr strings.Builder
 	if code := run([]string{"serve"}, &strings.Builder{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "UPDRAFT_REDIS_URL") {
 		t.Fatalf("exit %d, stderr %q: want 1 and a message naming UPDRAFT_REDIS_URL", code, stderr.String())
+	}
+}
+
+func TestServeRefusesTakenMetricsAddr(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	setenv(t, map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_ADDR": "127.0.0.1:0", "UPDRAFT_METRICS_ADDR": taken.Addr().String()})
+	var stderr strings.Builder
+	if code := run([]string{"serve"}, &strings.Builder{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "UPDRAFT_METRICS_ADDR") {
+		t.Fatalf("exit %d, stderr %q: want 1 and a message naming UPDRAFT_METRICS_ADDR", code, stderr.String())
 	}
 }
