@@ -8,15 +8,18 @@
 // exponential backoff (full jitter), reconnects, resubscribes every topic
 // it had, asking the server for the events it missed (since = the last
 // position it saw), and tracks its presence again where it had tracked it
-// (see Client.Track). How it reacts to each close code follows the
-// protocol's table: 1012 (node draining) reconnects at once, 4000 and 4003
-// stop the client, 4001 (token expired) reconnects only when
-// Options.TokenFunc can supply a new token, anything else reconnects after
-// the backoff.
+// (see Client.Track). A resubscribe, re-track or refresh that fails
+// transiently (unavailable, internal, no reply in time, ...) is retried
+// with the same backoff and the same since, and told to Options.OnError:
+// only forbidden, bad_request or not_found end a subscription. How it
+// reacts to each close code follows the protocol's table: 1012 (node
+// draining) reconnects at once, 4000 and 4003 stop the client, 4001 (token
+// expired) reconnects only when Options.TokenFunc can supply a new token,
+// anything else reconnects after the backoff.
 //
-// Event and presence handlers and the OnStatus and OnDisconnect callbacks
-// all run on one goroutine per Client, in the order the client saw what
-// they report: the events of one topic arrive in seq order and never
+// Event and presence handlers and the OnStatus, OnDisconnect and OnError
+// callbacks all run on one goroutine per Client, in the order the client
+// saw what they report: the events of one topic arrive in seq order and never
 // concurrently. The connection's reader hands events to that goroutine
 // through an unbounded queue, so a slow handler never delays the replies
 // that other goroutines wait for (a handler may itself call Publish), but

@@ -14,8 +14,11 @@ import (
 )
 
 // Subscription is a client's subscription to one topic. It lasts across
-// reconnects until Unsubscribe, until the server refuses to renew it, or
-// until the client stops; Done tells when it ended.
+// reconnects until Unsubscribe, until the server refuses to renew it
+// (forbidden, bad_request or not_found), or until the client stops; Done
+// tells when it ended. A resubscribe that fails otherwise (unavailable,
+// internal, no reply within RequestTimeout) is retried with the reconnect
+// backoff and the same since, and told to Options.OnError.
 type Subscription struct {
 	c       *Client
 	topic   string
@@ -106,7 +109,9 @@ func WithSince(pos protocol.Position) SubscribeOption {
 // ordered with the events. res.Recovered false means events may have been
 // missed (the topic moved to a new epoch or its history no longer reaches
 // back): reload the state some other way. A non-nil err means the server
-// refused the subscription, which has then ended.
+// refused the subscription (forbidden, bad_request or not_found), which
+// has then ended; transient failures are retried, not reported here (see
+// Options.OnError).
 func WithOnResubscribe(fn func(res protocol.SubscribeResult, err error)) SubscribeOption {
 	return func(c *subscribeConfig) { c.onResub, c.hasOnResub = fn, fn != nil }
 }
@@ -285,14 +290,17 @@ func (c *Client) sendSubscribeLocked(cn *conn, s *Subscription) {
 	case err == nil:
 		if s.active && c.opts.RequestTimeout > 0 {
 			timeout := c.opts.RequestTimeout
-			s.timer = time.AfterFunc(timeout, func() {
-				cn.forget(ref)
+			var tm *time.Timer
+			tm = time.AfterFunc(timeout, func() {
 				c.mu.Lock()
 				defer c.mu.Unlock()
-				if s.gen == gen && c.conn == cn {
+				// Not if the reply came, or a later request replaced this one.
+				if s.timer == tm && s.gen == gen && c.conn == cn {
+					cn.forget(ref)
 					c.resubscribeFailedLocked(cn, s, fmt.Errorf("no reply within %v: %w", timeout, context.DeadlineExceeded))
 				}
 			})
+			s.timer = tm // before the callback can read it: c.mu is held
 		}
 	case !errors.As(err, &lost):
 		// Cannot be sent at all (too large): the server will never accept it.
@@ -317,14 +325,16 @@ func (c *Client) resubscribeFailedLocked(cn *conn, s *Subscription, err error) {
 	s.stopTimerLocked()
 	s.failures++
 	d := c.retryDelay(s.failures)
-	gen := s.gen
-	s.timer = time.AfterFunc(d, func() {
+	var tm *time.Timer
+	tm = time.AfterFunc(d, func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if s.gen == gen && c.conn == cn && c.subs[s.topic] == s {
+		// Not if a reconnect resubscribed meanwhile, or the subscription ended.
+		if s.timer == tm && c.conn == cn && c.subs[s.topic] == s {
 			c.sendSubscribeLocked(cn, s)
 		}
 	})
+	s.timer = tm // before the callback can read it: c.mu is held
 	rerr := &RetryError{Op: protocol.TypeSubscribe, Topic: s.topic, Attempt: s.failures, Delay: d, Err: err}
 	c.log.Warn("client: resubscribe failed, retrying", zap.String("topic", s.topic), zap.Int("attempt", s.failures),
 		zap.Duration("delay", d), zap.Error(err))
