@@ -67,6 +67,11 @@ var (
 	// ErrTooLarge: the request is larger than the server accepts
 	// (max_message in the connect reply).
 	ErrTooLarge = errors.New("client: message too large")
+	// ErrNotRecovered, told to Options.OnError: a resubscribe could not
+	// recover the events missed since the last position seen (the reply
+	// said recovered:false); the subscription goes on from the server's
+	// position, and the application must reload its state some other way.
+	ErrNotRecovered = errors.New("client: missed events not recovered")
 )
 
 // CloseError reports how a connection ended: the WebSocket close status
@@ -157,7 +162,9 @@ type Options struct {
 	// re-track or refresh the client will retry (a *RetryError), and each
 	// subscription the server refused to renew after a reconnect
 	// (forbidden, bad_request or not_found), which has then ended (its
-	// Done is closed and its Err says the same).
+	// Done is closed and its Err says the same), and each resubscribe that
+	// could not recover the events missed (ErrNotRecovered, as
+	// WithOnResubscribe's recovered:false says).
 	OnError func(error)
 	// MinBackoff is the backoff ceiling of the first reconnect attempt; it
 	// doubles with each failed attempt up to MaxBackoff. The actual sleep is

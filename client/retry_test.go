@@ -126,6 +126,20 @@ func TestResubscribeRetriedUntilAccepted(t *testing.T) {
 	pingThrough(t, c, sc3)
 	time.Sleep(20 * time.Millisecond) // longer than any backoff of fastOptions: a stale retry would be sent by now
 	pingThrough(t, c, sc3)
+	errs.none(t)
+
+	// A resubscribe that could not recover is told to OnError too.
+	_ = sc3.ws.CloseNow()
+	sc4 := s.accept(t)
+	sc4.handshake(t, "s_5")
+	r = sc4.expect(t, protocol.TypeSubscribe)
+	sc4.send(t, protocol.EncodeReply(r.Ref, protocol.SubscribeResult{Epoch: "e2", Seq: 3}))
+	if err := errs.next(t); !errors.Is(err, ErrNotRecovered) {
+		t.Fatalf("OnError %v, want ErrNotRecovered", err)
+	}
+	if p := sub.Position(); p != (protocol.Position{Epoch: "e2", Seq: 3}) {
+		t.Errorf("position %+v after the lost history", p)
+	}
 }
 
 // TestResubscribeRefusedEnds: a resubscribe refused as forbidden,

@@ -408,6 +408,10 @@ func (c *Client) subscribed(cn *conn, s *Subscription, gen uint64, replays bool,
 			close(s.ready)
 		}
 	}
+	if resub && replays && !res.Recovered {
+		c.log.Warn("client: resubscribed without recovering the missed events", zap.String("topic", s.topic))
+		c.reportLocked(fmt.Errorf("%w: %s resumes at %s/%d", ErrNotRecovered, s.topic, res.Epoch, res.Seq))
+	}
 	if resub && s.cfg.hasOnResub {
 		fn := s.cfg.onResub
 		c.disp.push(func() { fn(res, nil) }, false)

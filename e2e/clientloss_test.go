@@ -105,7 +105,7 @@ func TestClientSurvivesRedisAndGatewayCrash(t *testing.T) {
 		order       []protocol.Position           // guarded by mu
 		unavailable int                           // resubscribes answered unavailable; guarded by mu
 		ended       []error                       // subscription ends reported; guarded by mu
-		lost        int                           // resubscribes answered recovered:false; guarded by mu
+		lost        int                           // resubscribes told not recovered; guarded by mu
 	)
 	onError := func(err error) {
 		var perr *protocol.Error
@@ -115,6 +115,8 @@ func TestClientSurvivesRedisAndGatewayCrash(t *testing.T) {
 		switch {
 		case errors.As(err, &rerr) && errors.As(err, &perr) && perr.Code == protocol.CodeUnavailable:
 			unavailable++
+		case errors.Is(err, client.ErrNotRecovered):
+			lost++
 		case !errors.As(err, &rerr):
 			ended = append(ended, err)
 		}
@@ -125,13 +127,7 @@ func TestClientSurvivesRedisAndGatewayCrash(t *testing.T) {
 		got[ev.Position()]++
 		order = append(order, ev.Position())
 		mu.Unlock()
-	}, client.WithSince(protocol.Position{}), client.WithOnResubscribe(func(res protocol.SubscribeResult, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if err == nil && !res.Recovered {
-			lost++
-		}
-	}))
+	}, client.WithSince(protocol.Position{}))
 	if err != nil {
 		t.Fatal(err)
 	}
