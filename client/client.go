@@ -435,13 +435,16 @@ func (c *Client) Refresh(ctx context.Context, token string) error {
 		if !transient(err) || ctx.Err() != nil {
 			return err
 		}
+		if cerr := c.Err(); cerr != nil {
+			return cerr // stopped for good, perhaps by this very drop
+		}
 		failures++
 		d := c.retryDelay(failures)
 		c.mu.Lock()
 		c.reportLocked(&RetryError{Op: protocol.TypeRefresh, Attempt: failures, Delay: d, Err: err})
 		c.mu.Unlock()
 		c.log.Warn("client: refresh failed, retrying", zap.Int("attempt", failures), zap.Duration("delay", d), zap.Error(err))
-		if !c.sleep(d, ctx.Done(), nil) {
+		if !c.sleep(d, ctx.Done(), c.done) {
 			if cerr := c.Err(); cerr != nil {
 				return cerr
 			}

@@ -279,3 +279,21 @@ func TestRefreshRetriedUntilAnswered(t *testing.T) {
 		t.Errorf("reconnect token %q, want the refreshed one", r.Token)
 	}
 }
+
+// TestRefreshEndsWhenTheClientStops: a refresh cut off by a close that
+// stops the client (4001 without TokenFunc) returns why, not retrying.
+func TestRefreshEndsWhenTheClientStops(t *testing.T) {
+	t.Parallel()
+	s := newScriptServer(t)
+	c, sc := dial(t, s, fastOptions())
+	ch := async(func() error { return c.Refresh(context.Background(), "tok-2") })
+	sc.expect(t, protocol.TypeRefresh)
+	sc.close(t, protocol.CloseUnauthorized, "token expired")
+	var ce *CloseError
+	if err := await(t, ch, "refresh"); !errors.As(err, &ce) || ce.Code != protocol.CloseUnauthorized {
+		t.Fatalf("Refresh: %v, want the 4001 close", err)
+	}
+	if c.Err() == nil {
+		t.Fatal("client still running after 4001 without TokenFunc")
+	}
+}
