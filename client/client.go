@@ -8,15 +8,18 @@
 // exponential backoff (full jitter), reconnects, resubscribes every topic
 // it had, asking the server for the events it missed (since = the last
 // position it saw), and tracks its presence again where it had tracked it
-// (see Client.Track). How it reacts to each close code follows the
-// protocol's table: 1012 (node draining) reconnects at once, 4000 and 4003
-// stop the client, 4001 (token expired) reconnects only when
-// Options.TokenFunc can supply a new token, anything else reconnects after
-// the backoff.
+// (see Client.Track). A resubscribe, re-track or refresh that fails
+// transiently (unavailable, internal, no reply in time, ...) is retried
+// with the same backoff and the same since, and told to Options.OnError:
+// only forbidden, bad_request or not_found end a subscription. How it
+// reacts to each close code follows the protocol's table: 1012 (node
+// draining) reconnects at once, 4000 and 4003 stop the client, 4001 (token
+// expired) reconnects only when Options.TokenFunc can supply a new token,
+// anything else reconnects after the backoff.
 //
-// Event and presence handlers and the OnStatus and OnDisconnect callbacks
-// all run on one goroutine per Client, in the order the client saw what
-// they report: the events of one topic arrive in seq order and never
+// Event and presence handlers and the OnStatus, OnDisconnect and OnError
+// callbacks all run on one goroutine per Client, in the order the client
+// saw what they report: the events of one topic arrive in seq order and never
 // concurrently. The connection's reader hands events to that goroutine
 // through an unbounded queue, so a slow handler never delays the replies
 // that other goroutines wait for (a handler may itself call Publish), but
@@ -64,6 +67,11 @@ var (
 	// ErrTooLarge: the request is larger than the server accepts
 	// (max_message in the connect reply).
 	ErrTooLarge = errors.New("client: message too large")
+	// ErrNotRecovered, told to Options.OnError: a resubscribe could not
+	// recover the events missed since the last position seen (the reply
+	// said recovered:false); the subscription goes on from the server's
+	// position, and the application must reload its state some other way.
+	ErrNotRecovered = errors.New("client: missed events not recovered")
 )
 
 // CloseError reports how a connection ended: the WebSocket close status
@@ -81,6 +89,31 @@ func (e *CloseError) Error() string {
 	}
 	return fmt.Sprintf("client: connection closed (%d %s)", e.Code, e.Reason)
 }
+
+// RetryError reports a failure the client recovers from by itself, as
+// passed to Options.OnError: a resubscribe, re-track or token refresh the
+// server answered with a transient error (unavailable, internal,
+// rate_limited, ...) or did not answer in time. The client tries again
+// after Delay, the reconnect backoff, keeping what it asked for (a
+// resubscribe keeps its since). Err is the server's *protocol.Error (match
+// it with errors.As) or the timeout.
+type RetryError struct {
+	Op      string        // the request: "subscribe", "track" or "refresh"
+	Topic   string        // its topic; empty for refresh
+	Attempt int           // how many attempts failed in a row, 1 for the first
+	Delay   time.Duration // the wait before the next attempt
+	Err     error
+}
+
+func (e *RetryError) Error() string {
+	what := e.Op
+	if e.Topic != "" {
+		what += " " + e.Topic
+	}
+	return fmt.Sprintf("client: %s failed (attempt %d), retrying in %v: %v", what, e.Attempt, e.Delay.Round(time.Millisecond), e.Err)
+}
+
+func (e *RetryError) Unwrap() error { return e.Err }
 
 // Status is the state of a Client's connection, as reported to
 // Options.OnStatus. The names mirror the statuses of the JavaScript SDK.
@@ -124,9 +157,19 @@ type Options struct {
 	// ends other than by Close, with the code and reason the client acts on
 	// (see CloseError).
 	OnDisconnect func(code int, reason string)
+	// OnError, when set, is told of every failure the application did not
+	// ask about directly, so that none passes silently: each resubscribe,
+	// re-track or refresh the client will retry (a *RetryError), and each
+	// subscription the server refused to renew after a reconnect
+	// (forbidden, bad_request or not_found), which has then ended (its
+	// Done is closed and its Err says the same), and each resubscribe that
+	// could not recover the events missed (ErrNotRecovered, as
+	// WithOnResubscribe's recovered:false says).
+	OnError func(error)
 	// MinBackoff is the backoff ceiling of the first reconnect attempt; it
 	// doubles with each failed attempt up to MaxBackoff. The actual sleep is
-	// random in [0, ceiling]. Defaults 100ms and 10s.
+	// random in [0, ceiling]. The same backoff paces the retries of a
+	// resubscribe, re-track or refresh (see OnError). Defaults 100ms and 10s.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
 	// RequestTimeout bounds each request and each connect handshake in
@@ -375,9 +418,38 @@ func (c *Client) Ping(ctx context.Context) error {
 
 // Refresh replaces the connection's token before it expires. Unless
 // TokenFunc is set, the new token is also the one used to reconnect.
+//
+// A transient failure (unavailable, internal, rate_limited, a dropped
+// connection, no reply within RequestTimeout) does not end it: Refresh
+// tells OnError (a *RetryError) and sends the token again after the
+// reconnect backoff, on the next connection if the connection dropped,
+// until the server accepts or refuses the token (unauthorized, forbidden,
+// bad_request) or ctx ends, which then returns the last failure.
+// RequestTimeout bounds each attempt, not the whole.
 func (c *Client) Refresh(ctx context.Context, token string) error {
-	if _, err := c.request(ctx, &protocol.Request{Type: protocol.TypeRefresh, Token: token}); err != nil {
-		return err
+	for failures := 0; ; {
+		_, err := c.request(ctx, &protocol.Request{Type: protocol.TypeRefresh, Token: token})
+		if err == nil {
+			break
+		}
+		if !transient(err) || ctx.Err() != nil {
+			return err
+		}
+		if cerr := c.Err(); cerr != nil {
+			return cerr // stopped for good, perhaps by this very drop
+		}
+		failures++
+		d := c.retryDelay(failures)
+		c.mu.Lock()
+		c.reportLocked(&RetryError{Op: protocol.TypeRefresh, Attempt: failures, Delay: d, Err: err})
+		c.mu.Unlock()
+		c.log.Warn("client: refresh failed, retrying", zap.Int("attempt", failures), zap.Duration("delay", d), zap.Error(err))
+		if !c.sleep(d, ctx.Done(), c.done) {
+			if cerr := c.Err(); cerr != nil {
+				return cerr
+			}
+			return err
+		}
 	}
 	c.mu.Lock()
 	c.token = token
@@ -535,6 +607,13 @@ func (c *Client) stopLocked(err error) {
 		c.endLocked(s, err)
 	}
 	c.setStatusLocked(StatusDisconnected)
+}
+
+// reportLocked tells OnError of err, in order with the events.
+func (c *Client) reportLocked(err error) {
+	if fn := c.opts.OnError; fn != nil {
+		c.disp.push(func() { fn(err) }, false)
+	}
 }
 
 func (c *Client) setStatusLocked(s Status) {

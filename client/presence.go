@@ -29,10 +29,13 @@ func WithPresence(h func(protocol.PresenceEvent)) SubscribeOption {
 
 // WithOnRetrack sets a function called after each automatic re-track (see
 // Client.Track) on the handler goroutine, ordered with the events. err is
-// nil when the server accepted the state again, else why it refused
-// (rate_limited, too_large, ...); the client then still remembers the
-// state and tries again after the next reconnect, and a Track can set it
-// now. Refusals are also logged.
+// nil when the server accepted the state again, else why it failed. A
+// transient failure (unavailable, internal, rate_limited, no reply in
+// time) is retried on the same connection after the reconnect backoff,
+// and told to Options.OnError as a *RetryError too. A refusal of the state
+// itself (too_large, bad_request, ...) is not retried: the client still
+// remembers the state and tries again after the next reconnect, and a
+// Track can set it now. Failures are also logged.
 func WithOnRetrack(fn func(err error)) SubscribeOption {
 	return func(c *subscribeConfig) { c.onRetrack = fn }
 }
@@ -185,25 +188,60 @@ func (c *Client) lockTrack(ctx context.Context, req *protocol.Request) (*Subscri
 func (s *Subscription) unlockTrack() { <-s.trackSem }
 
 // retrack tracks s's remembered state again on cn, a new connection on
-// which the topic was just resubscribed, and reports the outcome to
-// WithOnRetrack. A Track that went out on cn meanwhile makes it
-// unnecessary; a drop of cn leaves it to the next connection.
+// which the topic was just resubscribed, and reports each outcome to
+// WithOnRetrack. A transient failure (unavailable, internal, rate_limited,
+// no reply in time) is also told to OnError and retried on cn after the
+// backoff; a refusal of the state itself waits for the next reconnect or
+// Track. A Track that went out on cn meanwhile makes it unnecessary; a
+// drop of cn leaves it to the next connection.
 func (c *Client) retrack(cn *conn, s *Subscription) {
 	defer c.wg.Done()
+	for failures := 0; ; {
+		done, err := c.retrackOnce(cn, s)
+		if done {
+			return
+		}
+		if fn := s.cfg.onRetrack; fn != nil {
+			c.disp.push(func() {
+				select {
+				case <-s.done:
+				default:
+					fn(err)
+				}
+			}, false)
+		}
+		if err == nil || !transient(err) {
+			return
+		}
+		failures++
+		d := c.retryDelay(failures)
+		c.mu.Lock()
+		c.reportLocked(&RetryError{Op: protocol.TypeTrack, Topic: s.topic, Attempt: failures, Delay: d, Err: err})
+		c.mu.Unlock()
+		if !c.sleep(d, s.done, cn.done) {
+			return
+		}
+	}
+}
+
+// retrackOnce sends one re-track of s on cn and returns its error; done
+// says there is nothing to report or retry: the state is in place, or it
+// is no longer wanted on cn, or cn or the client ended.
+func (c *Client) retrackOnce(cn *conn, s *Subscription) (done bool, err error) {
 	select {
 	case s.trackSem <- struct{}{}:
 	case <-s.done:
-		return
+		return true, nil
 	case <-cn.done:
-		return
+		return true, nil
 	case <-c.ctx.Done():
-		return
+		return true, nil
 	}
 	defer s.unlockTrack()
 	c.mu.Lock()
 	if c.conn != cn || c.subs[s.topic] != s || !s.tracking || s.trackedOn == cn {
 		c.mu.Unlock()
-		return
+		return true, nil
 	}
 	req := &protocol.Request{Type: protocol.TypeTrack, Topic: s.topic, State: s.state}
 	p, err := cn.start(req)
@@ -220,21 +258,13 @@ func (c *Client) retrack(cn *conn, s *Subscription) {
 		s.trackedOn = cn // the state cannot have changed: trackSem is held
 		c.mu.Unlock()
 		c.log.Debug("client: tracked again", zap.String("topic", s.topic))
+		return false, nil
 	case errors.As(err, &lost) || c.ctx.Err() != nil:
-		return // the next connection tracks again, or the client closed
-	default:
-		err = c.opError(req, err)
-		c.log.Warn("client: tracking again after a reconnect failed", zap.String("topic", s.topic), zap.Error(err))
+		return true, nil // the next connection tracks again, or the client closed
 	}
-	if fn := s.cfg.onRetrack; fn != nil {
-		c.disp.push(func() {
-			select {
-			case <-s.done:
-			default:
-				fn(err)
-			}
-		}, false)
-	}
+	err = c.opError(req, err)
+	c.log.Warn("client: tracking again after a reconnect failed", zap.String("topic", s.topic), zap.Error(err))
+	return false, err
 }
 
 // presence applies a presence event to its topic's member list and queues

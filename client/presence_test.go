@@ -373,6 +373,13 @@ func TestRetrackAfterReconnect(t *testing.T) {
 	if calls := got.wait(2); !strings.HasPrefix(calls[1], "retrack client: track doc/42: rate_limited") {
 		t.Errorf("calls %q", calls)
 	}
+	// rate_limited is transient: tried again after the backoff.
+	if r := sc3.reply(t, protocol.TypeTrack, struct{}{}); string(r.State) != `{"typing":true}` {
+		t.Errorf("retried re-track state %s", r.State)
+	}
+	if calls := got.wait(3); calls[2] != "retrack <nil>" {
+		t.Errorf("calls %q", calls)
+	}
 
 	// After Untrack, a reconnect does not track.
 	ch := async(func() error { return c.Untrack(context.Background(), "doc/42") })
@@ -383,7 +390,7 @@ func TestRetrackAfterReconnect(t *testing.T) {
 	_ = sc3.ws.CloseNow()
 	sc4, _ := resubscribe(t, s, "s_4", nil, "doc/42", "chat/a")
 	pingThrough(t, c, sc4)
-	if calls := got.wait(2); len(calls) != 2 {
+	if calls := got.wait(3); len(calls) != 3 {
 		t.Errorf("calls %q", calls)
 	}
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"math"
 	"time"
@@ -35,6 +36,64 @@ func reactTo(code int, canRenewToken bool) reaction {
 		return reactStop
 	}
 	return reactBackoff
+}
+
+// endsSubscription reports whether a refusal of a resubscribe ends the
+// subscription: the server would refuse it again (forbidden, bad_request,
+// not_found). Any other failure, unavailable and internal first, is
+// retried with the backoff.
+func endsSubscription(err error) bool {
+	var perr *protocol.Error
+	if !errors.As(err, &perr) {
+		return false
+	}
+	switch perr.Code {
+	case protocol.CodeForbidden, protocol.CodeBadRequest, protocol.CodeNotFound:
+		return true
+	}
+	return false
+}
+
+// transient reports whether a request that failed with err may succeed if
+// sent again as it is: the server was unavailable, failed inside, limited
+// the rate, or did not answer in time, or the connection was lost. A
+// refusal of the request itself (unauthorized, forbidden, too_large, ...)
+// is not.
+func transient(err error) bool {
+	var perr *protocol.Error
+	var lost *CloseError
+	switch {
+	case errors.As(err, &perr):
+		switch perr.Code {
+		case protocol.CodeUnavailable, protocol.CodeInternal, protocol.CodeRateLimited:
+			return true
+		}
+		return false
+	case errors.As(err, &lost), errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	return false
+}
+
+// retryDelay returns the backoff before retry attempt n (1 for the first
+// failure) of a resubscribe, re-track or refresh: the reconnect's backoff.
+func (c *Client) retryDelay(n int) time.Duration {
+	return backoff(n-1, c.opts.MinBackoff, c.opts.MaxBackoff, c.opts.rand)
+}
+
+// sleep waits d, or until a or b (either may be nil) is closed or the
+// client stops; it reports whether d passed.
+func (c *Client) sleep(d time.Duration, a, b <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-a:
+	case <-b:
+	case <-c.ctx.Done():
+	}
+	return false
 }
 
 // backoff returns the sleep before reconnect attempt n (0 for the first):

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -13,8 +14,11 @@ import (
 )
 
 // Subscription is a client's subscription to one topic. It lasts across
-// reconnects until Unsubscribe, until the server refuses to renew it, or
-// until the client stops; Done tells when it ended.
+// reconnects until Unsubscribe, until the server refuses to renew it
+// (forbidden, bad_request or not_found), or until the client stops; Done
+// tells when it ended. A resubscribe that fails otherwise (unavailable,
+// internal, no reply within RequestTimeout) is retried with the reconnect
+// backoff and the same since, and told to Options.OnError.
 type Subscription struct {
 	c       *Client
 	topic   string
@@ -35,6 +39,16 @@ type Subscription struct {
 	// err is why the subscription ended. Guarded by c.mu.
 	err  error
 	done chan struct{} // closed when the subscription ended
+
+	// gen counts the subscribe requests sent: only the reply to the last
+	// one counts. Guarded by c.mu.
+	gen uint64
+	// failures counts the resubscribes refused or unanswered in a row,
+	// which sets the backoff of the next. Guarded by c.mu.
+	failures int
+	// timer is the pending resubscribe retry, or the timeout of the
+	// resubscribe in flight; nil when neither. Guarded by c.mu.
+	timer *time.Timer
 
 	// members is the topic's presence list as the client knows it (see
 	// Members). Guarded by c.mu.
@@ -95,7 +109,9 @@ func WithSince(pos protocol.Position) SubscribeOption {
 // ordered with the events. res.Recovered false means events may have been
 // missed (the topic moved to a new epoch or its history no longer reaches
 // back): reload the state some other way. A non-nil err means the server
-// refused the subscription, which has then ended.
+// refused the subscription (forbidden, bad_request or not_found), which
+// has then ended; transient failures are retried, not reported here (see
+// Options.OnError).
 func WithOnResubscribe(fn func(res protocol.SubscribeResult, err error)) SubscribeOption {
 	return func(c *subscribeConfig) { c.onResub, c.hasOnResub = fn, fn != nil }
 }
@@ -239,6 +255,7 @@ func (c *Client) endLocked(s *Subscription, err error) {
 	}
 	s.err = err
 	close(s.done)
+	s.stopTimerLocked()
 	if s.readyErr == nil && !s.active {
 		s.readyErr = err
 		if err == nil {
@@ -252,8 +269,11 @@ func (c *Client) endLocked(s *Subscription, err error) {
 }
 
 // sendSubscribeLocked sends s's subscribe request on cn, with since when
-// the client has seen a position on the topic.
+// the client has seen a position on the topic. A resubscribe (s was
+// active) that gets no reply within RequestTimeout is retried; the first
+// subscribe is bounded by Subscribe's context instead.
 func (c *Client) sendSubscribeLocked(cn *conn, s *Subscription) {
+	s.stopTimerLocked() // this request replaces a pending retry
 	req := &protocol.Request{Type: protocol.TypeSubscribe, Topic: s.topic, Filter: s.cfg.filter, Presence: s.cfg.presence}
 	if s.pos.Epoch != "" || s.cfg.sinceWanted {
 		since := s.pos
@@ -262,19 +282,69 @@ func (c *Client) sendSubscribeLocked(cn *conn, s *Subscription) {
 		req.Rewind = s.cfg.rewind
 	}
 	replays := req.Since != nil || req.Rewind > 0
-	_, err := cn.send(req, func(r *protocol.Reply, err error) { c.subscribed(cn, s, replays, r, err) })
+	s.gen++
+	gen := s.gen
+	ref, err := cn.send(req, func(r *protocol.Reply, err error) { c.subscribed(cn, s, gen, replays, r, err) })
 	var lost *CloseError
-	if err != nil && !errors.As(err, &lost) {
+	switch {
+	case err == nil:
+		if s.active && c.opts.RequestTimeout > 0 {
+			timeout := c.opts.RequestTimeout
+			var tm *time.Timer
+			tm = time.AfterFunc(timeout, func() {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				// Not if the reply came, or a later request replaced this one.
+				if s.timer == tm && s.gen == gen && c.conn == cn {
+					cn.forget(ref)
+					c.resubscribeFailedLocked(cn, s, fmt.Errorf("no reply within %v: %w", timeout, context.DeadlineExceeded))
+				}
+			})
+			s.timer = tm // before the callback can read it: c.mu is held
+		}
+	case !errors.As(err, &lost):
 		// Cannot be sent at all (too large): the server will never accept it.
 		c.endLocked(s, fmt.Errorf("client: subscribe %s: %w", s.topic, err))
 	}
 	// On a lost connection, attach sends it again on the next one.
 }
 
-// subscribed handles the reply to a subscribe sent on cn.
-// replays says the request asked the server to replay history (since or
-// rewind): then the reply's position is not where events start.
-func (c *Client) subscribed(cn *conn, s *Subscription, replays bool, r *protocol.Reply, err error) {
+// stopTimerLocked stops s's pending retry or timeout.
+func (s *Subscription) stopTimerLocked() {
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+}
+
+// resubscribeFailedLocked handles a resubscribe on cn that failed with a
+// transient err: it tells OnError and sends the resubscribe again, with
+// the same since, after the backoff. A reconnect meanwhile resubscribes at
+// once instead.
+func (c *Client) resubscribeFailedLocked(cn *conn, s *Subscription, err error) {
+	s.stopTimerLocked()
+	s.failures++
+	d := c.retryDelay(s.failures)
+	var tm *time.Timer
+	tm = time.AfterFunc(d, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		// Not if a reconnect resubscribed meanwhile, or the subscription ended.
+		if s.timer == tm && c.conn == cn && c.subs[s.topic] == s {
+			c.sendSubscribeLocked(cn, s)
+		}
+	})
+	s.timer = tm // before the callback can read it: c.mu is held
+	rerr := &RetryError{Op: protocol.TypeSubscribe, Topic: s.topic, Attempt: s.failures, Delay: d, Err: err}
+	c.log.Warn("client: resubscribe failed, retrying", zap.String("topic", s.topic), zap.Int("attempt", s.failures),
+		zap.Duration("delay", d), zap.Error(err))
+	c.reportLocked(rerr)
+}
+
+// subscribed handles the reply to the subscribe number gen of s, sent on
+// cn. replays says the request asked the server to replay history (since
+// or rewind): then the reply's position is not where events start.
+func (c *Client) subscribed(cn *conn, s *Subscription, gen uint64, replays bool, r *protocol.Reply, err error) {
 	if err != nil {
 		return // the connection ended; the next one resubscribes
 	}
@@ -291,17 +361,29 @@ func (c *Client) subscribed(cn *conn, s *Subscription, replays bool, r *protocol
 		return
 	default:
 	}
+	if gen != s.gen {
+		return // a later request (a retry after a timeout) replaced this one
+	}
+	s.stopTimerLocked()
 	resub := s.active
 	if !r.OK {
+		if resub && !endsSubscription(r.Error) {
+			c.resubscribeFailedLocked(cn, s, r.Error)
+			return
+		}
 		err := fmt.Errorf("client: subscribe %s: %w", s.topic, r.Error)
 		c.endLocked(s, err)
-		if resub && s.cfg.hasOnResub {
-			fn := s.cfg.onResub
-			c.disp.push(func() { fn(protocol.SubscribeResult{}, err) }, false)
+		if resub {
+			c.reportLocked(err)
+			if s.cfg.hasOnResub {
+				fn := s.cfg.onResub
+				c.disp.push(func() { fn(protocol.SubscribeResult{}, err) }, false)
+			}
 		}
 		c.log.Warn("client: subscription refused", zap.String("topic", s.topic), zap.Error(r.Error))
 		return
 	}
+	s.failures = 0
 	var res protocol.SubscribeResult
 	if err := json.Unmarshal(r.Data, &res); err != nil {
 		c.log.Warn("client: bad subscribe reply data", zap.String("topic", s.topic), zap.Error(err))
@@ -325,6 +407,10 @@ func (c *Client) subscribed(cn *conn, s *Subscription, replays bool, r *protocol
 		default:
 			close(s.ready)
 		}
+	}
+	if resub && replays && !res.Recovered {
+		c.log.Warn("client: resubscribed without recovering the missed events", zap.String("topic", s.topic))
+		c.reportLocked(fmt.Errorf("%w: %s resumes at %s/%d", ErrNotRecovered, s.topic, res.Epoch, res.Seq))
 	}
 	if resub && s.cfg.hasOnResub {
 		fn := s.cfg.onResub

@@ -18,6 +18,7 @@ import (
 type Proxy struct {
 	ln       net.Listener
 	backends []string // host:port
+	checked  bool     // skip backends whose /readyz is not 200
 	next     atomic.Uint64
 	wg       sync.WaitGroup
 	mu       sync.Mutex
@@ -29,11 +30,27 @@ type Proxy struct {
 // (host:port). It stops when the test ends.
 func StartProxy(t testing.TB, backends ...string) *Proxy {
 	t.Helper()
+	return startProxy(t, true, backends)
+}
+
+// StartRoundRobin is StartProxy without the health checks: each new
+// connection goes to the next backend whether it is up or ready or not, as
+// with plain DNS round robin. A backend that refuses the dial drops the
+// client's connection, and the client's next attempt goes to the next
+// backend. It lets a client reach a node that is not ready, such as one
+// whose Redis is down.
+func StartRoundRobin(t testing.TB, backends ...string) *Proxy {
+	t.Helper()
+	return startProxy(t, false, backends)
+}
+
+func startProxy(t testing.TB, checked bool, backends []string) *Proxy {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("testenv: proxy listen: %v", err)
 	}
-	p := &Proxy{ln: ln, backends: backends, conns: make(map[net.Conn]struct{})}
+	p := &Proxy{ln: ln, backends: backends, checked: checked, conns: make(map[net.Conn]struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Close)
@@ -91,10 +108,14 @@ func (p *Proxy) accept() {
 
 var readyClient = &http.Client{Timeout: 500 * time.Millisecond}
 
-// pick returns the next ready backend, or an error when none is.
+// pick returns the next ready backend, or an error when none is; without
+// health checks, the next backend.
 func (p *Proxy) pick() (string, error) {
 	for range p.backends {
 		b := p.backends[p.next.Add(1)%uint64(len(p.backends))]
+		if !p.checked {
+			return b, nil
+		}
 		resp, err := readyClient.Get("http://" + b + "/readyz")
 		if err != nil {
 			continue

@@ -25,13 +25,15 @@ const (
 	redisStartTries   = 3 // a free port can be taken before redis-server binds it
 )
 
-// Redis is a throwaway redis-server on a 127.0.0.1 port, without
-// persistence, its working directory a t.TempDir. It is stopped by PID when
-// the test ends; its output is shown if the test failed.
+// Redis is a throwaway redis-server on a 127.0.0.1 port, its working
+// directory a t.TempDir, without persistence unless RedisConfig asks for
+// it. It is stopped by PID when the test ends; its output is shown if the
+// test failed.
 type Redis struct {
 	port int
 	dir  string
 	bin  string
+	cfg  RedisConfig
 
 	mu   sync.Mutex
 	proc *redisProc // guarded by mu: the running server, nil when stopped
@@ -44,16 +46,32 @@ type redisProc struct {
 	exited chan struct{} // closed when cmd.Wait returns
 }
 
+// RedisConfig configures StartRedisWith. The zero value is StartRedis's
+// server: no persistence at all.
+type RedisConfig struct {
+	// AppendFsyncAlways turns on the append-only file with appendfsync
+	// always: Redis writes and fsyncs every write before it replies, so
+	// every acknowledged write survives Kill, and Restart (same port, same
+	// directory) loads it back.
+	AppendFsyncAlways bool
+}
+
 // StartRedis starts a redis-server on a free port and waits until it
 // answers PING. It fails the test, never skips it, when redis-server is
 // missing or does not start.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
+	return StartRedisWith(t, RedisConfig{})
+}
+
+// StartRedisWith is StartRedis with persistence as cfg says.
+func StartRedisWith(t testing.TB, cfg RedisConfig) *Redis {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal(redisNotFound)
 	}
-	r := &Redis{dir: t.TempDir(), bin: bin, out: &SyncBuffer{}}
+	r := &Redis{dir: t.TempDir(), bin: bin, cfg: cfg, out: &SyncBuffer{}}
 	t.Cleanup(func() {
 		r.Stop()
 		if t.Failed() {
@@ -104,8 +122,10 @@ func (r *Redis) Stop() { r.signal(syscall.SIGTERM) }
 // Kill ends the server with SIGKILL and waits for it to exit.
 func (r *Redis) Kill() { r.signal(syscall.SIGKILL) }
 
-// Restart starts the server again on the same port, stopping it first if
-// it is running. The data is gone: there is no persistence.
+// Restart starts the server again on the same port and directory, stopping
+// it first if it is running. The data is gone unless
+// RedisConfig.AppendFsyncAlways kept it; a Restart after Kill is a crash
+// and its recovery.
 func (r *Redis) Restart(t testing.TB) {
 	t.Helper()
 	r.Stop()
@@ -139,15 +159,19 @@ func (r *Redis) start() error {
 		return errors.New("already running")
 	}
 	fmt.Fprintf(r.out, "--- testenv: starting redis-server on port %d\n", r.port)
-	cmd := exec.Command(r.bin,
+	aof := []string{"--appendonly", "no"}
+	if r.cfg.AppendFsyncAlways {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	args := append([]string{
 		"--port", strconv.Itoa(r.port),
 		"--bind", "127.0.0.1",
 		"--dir", r.dir,
 		"--save", "",
-		"--appendonly", "no",
 		"--daemonize", "no",
 		"--loglevel", "notice",
-	)
+	}, aof...)
+	cmd := exec.Command(r.bin, args...)
 	cmd.Stdout = r.out
 	cmd.Stderr = r.out
 	dieWithTest(cmd, syscall.SIGKILL)
