@@ -140,6 +140,12 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 		}
 		filter = filter.And(own)
 	}
+	if req.Presence {
+		if err := protocol.ValidatePresence(topic); err != nil {
+			sess.replyError(req.Ref, protocol.CodeBadRequest, err.Error())
+			return
+		}
+	}
 	switch {
 	case req.Presence && sess.srv.cfg.Presence == nil:
 		sess.replyError(req.Ref, protocol.CodeUnavailable, errNoPresence)

@@ -39,13 +39,6 @@ const (
 	viewLeave             // an UPDATE moving the row out: a DELETE of the old row
 )
 
-// Table event names, as the tracker publishes them.
-const (
-	eventInsert = "INSERT"
-	eventUpdate = "UPDATE"
-	eventDelete = "DELETE"
-)
-
 // tableRows is one message's rows, each decoded on first need and then
 // shared by every filter evaluated on the message. A row that is not a
 // JSON object passes no filter.
@@ -92,7 +85,7 @@ func (r *tableRows) viewOf(f protocol.Filter) view {
 			return viewAsIs
 		}
 		return viewNone
-	case r.event != eventUpdate || len(r.oldJSON) == 0:
+	case r.event != protocol.EventUpdate || len(r.oldJSON) == 0:
 		if n {
 			return viewAsIs
 		}
@@ -115,9 +108,9 @@ func (r *tableRows) viewOf(f protocol.Filter) view {
 func (v view) apply(m broker.Message) broker.Message {
 	switch v {
 	case viewEnter:
-		m.Event, m.Old = eventInsert, nil
+		m.Event, m.Old = protocol.EventInsert, nil
 	case viewLeave:
-		m.Event, m.Data = eventDelete, m.Old
+		m.Event, m.Data = protocol.EventDelete, m.Old
 	}
 	return m
 }
