@@ -169,9 +169,10 @@ func (h *hub) remove(sub *subscription) {
 // for every subscriber without blocking; a subscriber whose queue is full
 // is closed as a slow consumer. A filtered subscriber gets the message as
 // its view of the table shows it (see viewOf): as it is, as an INSERT or a
-// DELETE when the row moves in or out of its filter, or not at all. Each
-// variant is encoded at most once, when a subscriber needs it, and the
-// rows are decoded at most once, when a subscriber has a filter.
+// DELETE when the row moves in or out of its filter, or not at all. The
+// entering and leaving variants are encoded at most once each, when a
+// subscriber needs them, and the rows are decoded at most once, when a
+// subscriber has a filter.
 func (s *Server) Deliver(m broker.Message) {
 	sh := s.hub.shard(m.Topic)
 	sh.mu.RLock()
@@ -182,13 +183,17 @@ func (s *Server) Deliver(m broker.Message) {
 	}
 	rows := rowsOf(&m)
 	var frames viewFrames
+	full := frames.frame(viewAsIs, &m)
 	n := 0
 	for sub := range set {
-		v := rows.viewOf(sub.filter)
-		if v == viewNone {
-			continue
+		frame := full
+		if !sub.filter.IsZero() {
+			v := rows.viewOf(sub.filter)
+			if v == viewNone {
+				continue
+			}
+			frame = frames.frame(v, &m)
 		}
-		frame := frames.frame(v, &m)
 		if sub.holding.Load() && sub.hold(&m, frame) || sub.sent(&m) {
 			continue
 		}
