@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+
 	"github.com/updraft/updraft/broker"
 	"github.com/updraft/updraft/protocol"
 )
@@ -10,11 +12,12 @@ import (
 // A subscription with a filter (the token's forced filters ANDed with the
 // client's own) sees its table topic as a view of the table holding only
 // the rows that pass the filter. It never receives a row version the
-// filter excludes: for a forced filter that is row-level security, for the
-// client's own a matter of correctness. For each table event:
+// filter excludes, in data or in old: for a forced filter that is
+// row-level security, for the client's own a matter of correctness. For
+// each table event:
 //
 //   - INSERT and DELETE: delivered when data (for DELETE the row as it was)
-//     passes.
+//     passes. A DELETE's old is the same row and goes with it.
 //   - UPDATE, with n = the new row (data) passes and o = the old row (old)
 //     passes: n && o, delivered as it is; n && !o, the row enters the view
 //     and arrives as an INSERT of the new row, without old; !n && o, the
@@ -23,11 +26,14 @@ import (
 //     UPDATE without old is delivered, as it is, when n.
 //   - A truncated event (data holds the primary key only, no old) passes
 //     only when data carries every column the filter names and passes: a
-//     filter on another column fails closed. It is delivered as it is.
+//     filter on another column fails closed.
+//   - Whatever the event, an old that does not pass is never sent: an
+//     event other than UPDATE whose data passes but whose old does not
+//     (the tracker sends none such) arrives without old.
 //
-// Without a filter every event arrives unchanged. viewOf owns this rule;
-// live delivery (Server.Deliver) and replayed history (rewind, since,
-// history: filterMessages) both go through it.
+// Without a filter every event arrives unchanged. tableRows.viewOf owns
+// this rule; live delivery (Server.Deliver) and replayed history (rewind,
+// since, history: filterMessages) both go through it.
 
 // view is what one subscription gets of one message.
 type view uint8
@@ -37,6 +43,8 @@ const (
 	viewAsIs              // the message as published
 	viewEnter             // an UPDATE moving the row in: an INSERT of the new row
 	viewLeave             // an UPDATE moving the row out: a DELETE of the old row
+	viewNoOld             // the message without its old, which the filter excludes
+	numViews
 )
 
 // tableRows is one message's rows, each decoded on first need and then
@@ -51,6 +59,7 @@ type tableRows struct {
 	dataJSON, oldJSON []byte
 	data, old         protocol.Row
 	dataRead, oldRead bool
+	oldIsData         bool // old holds the same bytes as data (a DELETE)
 }
 
 func rowsOf(m *broker.Message) tableRows {
@@ -65,12 +74,21 @@ func (r *tableRows) dataRow() protocol.Row {
 	return r.data
 }
 
-func (r *tableRows) oldRow() protocol.Row {
+// oldRow returns the old row, and whether it is data's row.
+func (r *tableRows) oldRow() (protocol.Row, bool) {
 	if !r.oldRead {
-		r.old, _ = protocol.ParseRow(r.oldJSON)
+		if r.oldIsData = bytes.Equal(r.oldJSON, r.dataJSON); !r.oldIsData {
+			r.old, _ = protocol.ParseRow(r.oldJSON)
+		}
 		r.oldRead = true
 	}
-	return r.old
+	return r.old, r.oldIsData
+}
+
+// passes reports whether a row of the message passes f. A truncated
+// event's row must also carry every column f names.
+func (r *tableRows) passes(f protocol.Filter, row protocol.Row) bool {
+	return f.Match(row) && (!r.truncated || f.Covers(row))
 }
 
 // viewOf decides what a subscription filtered by f gets of the message.
@@ -78,23 +96,25 @@ func (r *tableRows) viewOf(f protocol.Filter) view {
 	if f.IsZero() {
 		return viewAsIs
 	}
-	n := f.Match(r.dataRow())
-	switch {
-	case r.truncated:
-		if n && f.Covers(r.dataRow()) {
-			return viewAsIs
-		}
-		return viewNone
-	case r.event != protocol.EventUpdate || len(r.oldJSON) == 0:
+	n := r.passes(f, r.dataRow())
+	if len(r.oldJSON) == 0 {
 		if n {
 			return viewAsIs
 		}
 		return viewNone
 	}
-	o := f.Match(r.oldRow())
+	o := n
+	if old, same := r.oldRow(); !same {
+		o = r.passes(f, old)
+	}
 	switch {
 	case n && o:
 		return viewAsIs
+	case r.event != protocol.EventUpdate:
+		if n {
+			return viewNoOld
+		}
+		return viewNone
 	case n:
 		return viewEnter
 	case o:
@@ -111,6 +131,8 @@ func (v view) apply(m broker.Message) broker.Message {
 		m.Event, m.Old = protocol.EventInsert, nil
 	case viewLeave:
 		m.Event, m.Data = protocol.EventDelete, m.Old
+	case viewNoOld:
+		m.Old = nil
 	}
 	return m
 }
@@ -118,25 +140,16 @@ func (v view) apply(m broker.Message) broker.Message {
 // viewFrames holds one message's encoded events, one per view, each
 // encoded on first need: a fan-out encodes each at most once, whatever the
 // number of subscribers.
-type viewFrames struct {
-	asIs, enter, leave []byte
-}
+type viewFrames [numViews][]byte
 
 // frame returns m as v shows it, encoded.
 func (fr *viewFrames) frame(v view, m *broker.Message) []byte {
-	p := &fr.asIs
-	switch v {
-	case viewEnter:
-		p = &fr.enter
-	case viewLeave:
-		p = &fr.leave
-	}
-	if *p == nil {
+	if fr[v] == nil {
 		vm := v.apply(*m)
 		ev := eventOf(&vm)
-		*p = protocol.AppendEvent(make([]byte, 0, len(vm.Data)+len(vm.Old)+len(vm.From)+len(vm.Topic)+128), &ev)
+		fr[v] = protocol.AppendEvent(make([]byte, 0, len(vm.Data)+len(vm.Old)+len(vm.From)+len(vm.Topic)+128), &ev)
 	}
-	return *p
+	return fr[v]
 }
 
 // viewMessages returns what a subscription filtered by f gets of msgs, in

@@ -64,6 +64,9 @@ func TestViewOf(t *testing.T) {
 		{"truncated, forced on another tenant's column", seven, "INSERT", `{"id":1}`, "", true, viewNone, "", "", ""},
 		{"truncated, filter on the key", mustFilter(t, "id=eq.1"), "UPDATE", `{"id":1}`, "", true, viewAsIs, "UPDATE", `{"id":1}`, ""},
 		{"truncated, filter on the key fails", mustFilter(t, "id=eq.2"), "DELETE", `{"id":1}`, "", true, viewNone, "", "", ""},
+		{"insert with an old that fails", seven, "INSERT", row7, row8, false, viewNoOld, "INSERT", row7, ""},
+		{"delete with an old unlike its data that fails", seven, "DELETE", row7, row8, false, viewNoOld, "DELETE", row7, ""},
+		{"delete with an old unlike its data that passes", seven, "DELETE", row7, `{"customer_id":7}`, false, viewAsIs, "DELETE", row7, `{"customer_id":7}`},
 		{"unfiltered update leaving nothing", protocol.Filter{}, "UPDATE", row8, row7, false, viewAsIs, "UPDATE", row8, row7},
 		{"unfiltered truncated", protocol.Filter{}, "INSERT", `{"id":1}`, "", true, viewAsIs, "INSERT", `{"id":1}`, ""},
 	}
@@ -87,6 +90,56 @@ func TestViewOf(t *testing.T) {
 				t.Error("apply changed the message it was given")
 			}
 		})
+	}
+}
+
+// TestViewNeverLeaks checks the view's invariant over every combination
+// of event, row versions and filter below: what a filtered subscription
+// gets carries no row version its filter excludes (a truncated event's
+// row must carry every column the filter names), and an unfiltered one
+// gets the message unchanged.
+func TestViewNeverLeaks(t *testing.T) {
+	rows := []string{"", row7, row8, `{"id":1,"customer_id":null}`, `{"id":1}`, `{"id":1,"customer_id":"7"}`, `[7]`}
+	filters := []string{"", "customer_id=eq.7", "customer_id=is.null", "customer_id=neq.8", "id=eq.1", "id=eq.1&customer_id=in.(7,8)"}
+	for _, event := range []string{"INSERT", "UPDATE", "DELETE"} {
+		for _, data := range rows[1:] {
+			for _, old := range rows {
+				for _, truncated := range []bool{false, true} {
+					for _, fs := range filters {
+						var f protocol.Filter
+						if fs != "" {
+							f = mustFilter(t, fs)
+						}
+						m := tableMessage(1, event, data, old, truncated)
+						r := rowsOf(&m)
+						v := r.viewOf(f)
+						if v == viewNone {
+							continue
+						}
+						got := v.apply(m)
+						name := fmt.Sprintf("%s data %s old %s truncated %v filter %q", event, data, old, truncated, fs)
+						if f.IsZero() {
+							if v != viewAsIs {
+								t.Errorf("%s: unfiltered view %d", name, v)
+							}
+							continue
+						}
+						for _, version := range []json.RawMessage{got.Data, got.Old} {
+							if version == nil {
+								continue
+							}
+							row, _ := protocol.ParseRow(version)
+							if !f.Match(row) || truncated && !f.Covers(row) {
+								t.Errorf("%s: delivered %s %s old %s, a version the filter excludes", name, got.Event, got.Data, got.Old)
+							}
+						}
+						if got.Event != event && (event != "UPDATE" || got.Event != "INSERT" && got.Event != "DELETE") {
+							t.Errorf("%s: %s became %s", name, event, got.Event)
+						}
+					}
+				}
+			}
+		}
 	}
 }
 
