@@ -105,10 +105,12 @@ func TestTableFilters(t *testing.T) {
 		}
 	}
 	expect("unfiltered", all, "INSERT:a", "INSERT:b", "INSERT:c", "INSERT:d", "UPDATE:b", "DELETE:c", "INSERT:end")
-	expect("status=eq.paid", paid, "INSERT:a", "INSERT:c", "UPDATE:b", "DELETE:c", "INSERT:end")
+	// b's UPDATE from new to paid moves it into the status=eq.paid view:
+	// an INSERT there (see TestFilteredViewMovingRows).
+	expect("status=eq.paid", paid, "INSERT:a", "INSERT:c", "INSERT:b", "DELETE:c", "INSERT:end")
 	expect("eq=eq.1 (a column named like an operator)", opNamed, "INSERT:a", "INSERT:d")
 	expect("forced customer_id=eq.7", forced, "INSERT:a", "INSERT:b", "UPDATE:b", "INSERT:end")
-	expect("forced customer 7 and status=eq.paid", forcedPaid, "INSERT:a", "UPDATE:b", "INSERT:end")
+	expect("forced customer 7 and status=eq.paid", forcedPaid, "INSERT:a", "INSERT:b", "INSERT:end")
 	// By now every subscriber's events were delivered (one node, in order):
 	// the filters that match nothing got nothing.
 	if got := notes(forcedOther); len(got) != 0 {
@@ -132,7 +134,7 @@ func TestTableFilters(t *testing.T) {
 
 	// Recovery applies the filters too: rewind through history.
 	rewound := subscribe(seven, "status=eq.paid", client.WithRewind(100))
-	expect("rewind with forced and client filter", rewound, "INSERT:a", "UPDATE:b", "INSERT:end")
+	expect("rewind with forced and client filter", rewound, "INSERT:a", "INSERT:b", "INSERT:end")
 
 	// History over WebSocket never shows rows the forced filter hides.
 	raw := dialRaw(t, node.WSURL(), nil)

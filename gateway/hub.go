@@ -167,9 +167,12 @@ func (h *hub) remove(sub *subscription) {
 // Deliver fans a message out to this node's subscribers of its topic. It is
 // the broker's Handler: it encodes the event once and queues the same bytes
 // for every subscriber without blocking; a subscriber whose queue is full
-// is closed as a slow consumer. Filters decide who gets the message, never
-// how it is encoded: the row is decoded once, and only when a subscriber
-// of the topic has a filter.
+// is closed as a slow consumer. A filtered subscriber gets the message as
+// its view of the table shows it (see viewOf): as it is, as an INSERT or a
+// DELETE when the row moves in or out of its filter, or not at all. The
+// entering and leaving variants are encoded at most once each, when a
+// subscriber needs them, and the rows are decoded at most once, when a
+// subscriber has a filter.
 func (s *Server) Deliver(m broker.Message) {
 	sh := s.hub.shard(m.Topic)
 	sh.mu.RLock()
@@ -178,20 +181,18 @@ func (s *Server) Deliver(m broker.Message) {
 		sh.mu.RUnlock()
 		return
 	}
-	ev := eventOf(&m)
-	frame := protocol.AppendEvent(make([]byte, 0, len(m.Data)+len(m.Old)+len(m.From)+len(m.Topic)+128), &ev)
+	rows := rowsOf(&m)
+	var frames viewFrames
+	full := frames.frame(viewAsIs, &m)
 	n := 0
-	var row protocol.Row
-	rowRead := false
 	for sub := range set {
+		frame := full
 		if !sub.filter.IsZero() {
-			if !rowRead {
-				row, _ = protocol.ParseRow(m.Data) // not an object: matches no filter
-				rowRead = true
-			}
-			if !sub.filter.Match(row) {
+			v := rows.viewOf(sub.filter)
+			if v == viewNone {
 				continue
 			}
+			frame = frames.frame(v, &m)
 		}
 		if sub.holding.Load() && sub.hold(&m, frame) || sub.sent(&m) {
 			continue

@@ -67,6 +67,8 @@ func memberOf(m presence.Member) protocol.Member {
 	return protocol.Member{Key: m.Key, Conn: m.Conn, State: m.State, Joined: m.Joined}
 }
 
+// membersOf converts a member list for the wire; it is never nil, so that
+// an empty list is sent as [] (see protocol.SubscribeResult).
 func membersOf(ms []presence.Member) []protocol.Member {
 	out := make([]protocol.Member, len(ms))
 	for i, m := range ms {
@@ -121,6 +123,10 @@ func (s *Server) watch(topic string, delta int) {
 
 func (sess *session) handleTrack(req *protocol.Request) {
 	s := sess.srv
+	if err := protocol.ValidatePresence(req.Topic); err != nil {
+		sess.replyError(req.Ref, protocol.CodeBadRequest, err.Error())
+		return
+	}
 	switch {
 	case s.cfg.Presence == nil:
 		sess.replyError(req.Ref, protocol.CodeUnavailable, errNoPresence)
@@ -210,6 +216,10 @@ func (sess *session) untrack(topic string) error {
 
 func (sess *session) handleMembers(req *protocol.Request) {
 	s := sess.srv
+	if err := protocol.ValidatePresence(req.Topic); err != nil {
+		sess.replyError(req.Ref, protocol.CodeBadRequest, err.Error())
+		return
+	}
 	switch {
 	case s.cfg.Presence == nil:
 		sess.replyError(req.Ref, protocol.CodeUnavailable, errNoPresence)
@@ -243,7 +253,7 @@ func (s *Server) serveMembers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	topic := r.URL.Query().Get("topic")
-	if err := protocol.ValidateTopic(topic); err != nil {
+	if err := protocol.ValidatePresence(topic); err != nil {
 		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
 		return
 	}

@@ -140,6 +140,12 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 		}
 		filter = filter.And(own)
 	}
+	if req.Presence {
+		if err := protocol.ValidatePresence(topic); err != nil {
+			sess.replyError(req.Ref, protocol.CodeBadRequest, err.Error())
+			return
+		}
+	}
 	switch {
 	case req.Presence && sess.srv.cfg.Presence == nil:
 		sess.replyError(req.Ref, protocol.CodeUnavailable, errNoPresence)
@@ -271,19 +277,11 @@ func (s *Server) catchUp(ctx context.Context, topic string, since *protocol.Posi
 	return r, nil
 }
 
-// filterMessages returns the messages whose row f matches, in order. A
-// zero f keeps them all. msgs is left as it is: a broker may share it.
+// filterMessages returns what a subscription filtered by f sees of msgs,
+// in order (see viewOf). A zero f keeps them all. msgs is left as it is: a
+// broker may share it.
 func filterMessages(msgs []broker.Message, f protocol.Filter) []broker.Message {
-	if f.IsZero() {
-		return msgs
-	}
-	var kept []broker.Message
-	for _, m := range msgs {
-		if row, _ := protocol.ParseRow(m.Data); f.Match(row) {
-			kept = append(kept, m)
-		}
-	}
-	return kept
+	return viewMessages(msgs, f)
 }
 
 // sendHistory queues recovered messages, packed into frame-sized items,

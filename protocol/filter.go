@@ -315,6 +315,19 @@ func (f Filter) Match(row Row) bool {
 	return true
 }
 
+// Covers reports whether row carries every column f names, NULL or not.
+// A row that lacks one (a truncated event's, which holds only the primary
+// key) cannot show whether it passes f: where that must fail closed, ask
+// Covers before Match.
+func (f Filter) Covers(row Row) bool {
+	for i := range f.conds {
+		if _, ok := row.cols[f.conds[i].column]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *condition) match(cols map[string]rowValue) bool {
 	v, ok := cols[c.column]
 	if !ok || v.kind == kindNull {

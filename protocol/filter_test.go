@@ -168,6 +168,34 @@ func TestFilterMatchNonObject(t *testing.T) {
 	}
 }
 
+func TestFilterCovers(t *testing.T) {
+	row, err := ParseRow(json.RawMessage(`{"id":1,"archived_at":null}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		filter string
+		want   bool
+	}{
+		{"id=eq.1", true},
+		{"archived_at=is.null", true}, // carried, as a JSON null
+		{"id=gt.0&archived_at=is.null", true},
+		{"customer_id=is.null", false}, // not carried: Match alone would pass it
+		{"id=eq.1&customer_id=eq.7", false},
+	} {
+		f, err := ParseFilter(c.filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.Covers(row); got != c.want {
+			t.Errorf("%q covers %v, want %v", c.filter, got, c.want)
+		}
+	}
+	if !(Filter{}).Covers(Row{}) {
+		t.Error("the empty filter names no column: it covers every row")
+	}
+}
+
 func TestParseFilterErrors(t *testing.T) {
 	tests := []struct {
 		filter string

@@ -156,9 +156,10 @@ type SubscribeResult struct {
 	Epoch     string `json:"epoch"`
 	Seq       uint64 `json:"seq"`
 	Recovered bool   `json:"recovered"`
-	// Members is the topic's presence list, present only when the
-	// subscribe asked for presence.
-	Members []Member `json:"members,omitempty"`
+	// Members is the topic's presence list when the subscribe asked for
+	// presence: then always present, [] for an empty topic (the server
+	// sets a non-nil slice); absent (nil) otherwise.
+	Members []Member `json:"members,omitzero"`
 }
 
 // Member is one connection present on one topic.

@@ -19,6 +19,7 @@ var (
 	ErrReserved    = errors.New("protocol: event name reserved for table topics")
 	ErrBadPattern  = errors.New("protocol: invalid topic pattern")
 	ErrTableTopic  = errors.New("protocol: table topics receive events only from the tracker")
+	ErrNoPresence  = errors.New("protocol: table topics carry database changes only, no presence")
 	errEmptySegmnt = "empty segment (leading, trailing or doubled '/')"
 )
 
@@ -93,6 +94,20 @@ func ValidatePublish(topic, event string) error {
 		return fmt.Errorf("%w: %q", ErrTableTopic, topic)
 	}
 	return ValidateEvent(event)
+}
+
+// ValidatePresence checks that topic may carry presence (track, members,
+// subscribe with presence): a valid application topic. A table topic may
+// not: no row filter applies to presence, so it would carry one tenant's
+// state to every other tenant of the table.
+func ValidatePresence(topic string) error {
+	if err := ValidateTopic(topic); err != nil {
+		return err
+	}
+	if IsTable(topic) {
+		return fmt.Errorf("%w: %q is a table topic; presence is for application topics (with a '/')", ErrNoPresence, topic)
+	}
+	return nil
 }
 
 // ValidatePattern checks a permission pattern: a topic whose segments may

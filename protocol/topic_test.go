@@ -47,6 +47,27 @@ func TestValidatePublish(t *testing.T) {
 	}
 }
 
+func TestValidatePresence(t *testing.T) {
+	for _, tt := range []struct {
+		topic string
+		want  error
+	}{
+		{"doc/42", nil},
+		{"orders", ErrNoPresence},
+		{"billing.invoices", ErrNoPresence},
+		{"doc//42", ErrBadTopic},
+		{"", ErrBadTopic},
+	} {
+		err := ValidatePresence(tt.topic)
+		if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+			t.Errorf("ValidatePresence(%q) = %v, want %v", tt.topic, err, tt.want)
+		}
+	}
+	if err := ValidatePresence("orders"); !strings.Contains(err.Error(), "database changes only") {
+		t.Errorf("the refusal %q does not say why", err)
+	}
+}
+
 func TestMatchPattern(t *testing.T) {
 	tests := []struct {
 		pattern, topic string
