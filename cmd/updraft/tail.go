@@ -264,6 +264,9 @@ func baseRealtimeURL(base string) (string, error) {
 	if u.Host == "" {
 		return "", fmt.Errorf("--url: %q has no host", base)
 	}
+	if err := checkBasePath(base, u, "/api/realtime"); err != nil {
+		return "", err
+	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/api/realtime"
 	u.RawQuery, u.Fragment = "", ""
 	return realtimeURL(u.String())
