@@ -126,6 +126,9 @@ type followConfig struct {
 	// resubscribed, when set, is called after each successful automatic
 	// resubscription, on the client's handler goroutine.
 	resubscribed func(topic string, res protocol.SubscribeResult)
+	// ready, when set, is called once every topic is subscribed; its error
+	// ends follow.
+	ready func(ctx context.Context, c *client.Client) error
 }
 
 // follow connects, subscribes to the topics and returns when ctx ends (nil
@@ -173,6 +176,14 @@ func follow(ctx context.Context, out *lineOutput, cfg followConfig) error {
 		}
 	}
 	out.note("subscribed to %s (session %s on node %s)", strings.Join(cfg.topics, ", "), c.Session(), c.Node())
+	if cfg.ready != nil {
+		if err := cfg.ready(ctx, c); err != nil {
+			if ctx.Err() != nil {
+				return tailEnd(ctx)
+			}
+			return err
+		}
+	}
 	select {
 	case <-ctx.Done():
 		return tailEnd(ctx)
@@ -221,6 +232,19 @@ func (o *lineOutput) line(v any) {
 		return
 	}
 	if err := o.enc.Encode(v); err != nil {
+		o.stopped = true
+		o.fail(fmt.Errorf("writing to standard output: %w", err))
+	}
+}
+
+// text prints s on stdout as it is.
+func (o *lineOutput) text(s string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.stopped {
+		return
+	}
+	if _, err := io.WriteString(o.stdout, s); err != nil {
 		o.stopped = true
 		o.fail(fmt.Errorf("writing to standard output: %w", err))
 	}
