@@ -25,7 +25,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlagSet("tail", stderr)
 	rawURL := fs.String("url", tailDefaultURL(), "the gateway's WebSocket `URL` (default from $UPDRAFT_URL)")
 	rt := addRealtimeFlags(fs)
-	filter := fs.String("filter", "", "a row `filter` for the table topics (status=eq.paid&amount=gt.100)")
+	filter := fs.String("filter", "", "a row `filter` for every TOPIC, which must then be table topics (status=eq.paid&amount=gt.100)")
 	rewind := fs.Int("rewind", 0, "first print the last `N` retained events of each topic (chat scroll-back, a stream so far)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: updraft tail [flags] TOPIC [TOPIC...]")
@@ -70,7 +70,9 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		handler: func(ev protocol.Event) { out.line(&ev) },
 		options: func(t string) []client.SubscribeOption {
 			var sopts []client.SubscribeOption
-			if *filter != "" && protocol.IsTable(t) {
+			if *filter != "" {
+				// The server judges it: a filter that does not parse, or
+				// one on an application topic, is refused with the reason.
 				sopts = append(sopts, client.WithFilter(*filter))
 			}
 			if *rewind > 0 {

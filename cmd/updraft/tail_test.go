@@ -126,7 +126,7 @@ func TestTailPrintsEventsAsJSONLines(t *testing.T) {
 		t.Errorf("token %q", r.Token)
 	}
 	tc.send(t, protocol.EncodeReply(r.Ref, protocol.ConnectResult{Session: "s_1", Node: "node-1", Heartbeat: 25, MaxMessage: 65536}))
-	for _, want := range []struct{ topic, filter string }{{"orders", "status=eq.paid"}, {"chat/general", ""}} {
+	for _, want := range []struct{ topic, filter string }{{"orders", "status=eq.paid"}, {"chat/general", "status=eq.paid"}} { // the server judges the filter
 		r := tc.expect(t, protocol.TypeSubscribe)
 		if r.Topic != want.topic || r.Filter != want.filter {
 			t.Errorf("subscribe %+v, want topic %s filter %q", r, want.topic, want.filter)
@@ -237,5 +237,34 @@ func TestTailDefaultURLFromEnv(t *testing.T) {
 	t.Setenv("UPDRAFT_URL", "https://rt.example.com/base/")
 	if got := tailDefaultURL(); got != "wss://rt.example.com/base/api/realtime" {
 		t.Errorf("from UPDRAFT_URL: %q", got)
+	}
+}
+
+// --filter reaches the server, which judges it: a filter that does not
+// parse, or one on an application topic, ends tail with the server's
+// reason instead of being dropped.
+func TestTailFilterReachesTheServer(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNode(t, map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true"})
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad filter", []string{"--filter", "status=like.x", "orders"}, `bad_request: protocol: invalid filter: unknown operator "like" in "status=like.x"`},
+		{"application topic", []string{"--filter", "status=eq.paid", "chat/general"}, "bad_request: filters apply to table topics only"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), tailWait)
+			defer cancel()
+			var stderr testenv.SyncBuffer
+			err := runTail(ctx, append([]string{"--url", n.WSURL()}, tt.args...), &testenv.SyncBuffer{}, &stderr)
+			var perr *protocol.Error
+			if !errors.As(err, &perr) || perr.Code != protocol.CodeBadRequest || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("runTail: %v, want the server's bad_request %q (stderr %q)", err, tt.want, stderr.String())
+			}
+		})
 	}
 }
