@@ -14,8 +14,8 @@
 // Options.TokenFunc can supply a new token, anything else reconnects after
 // the backoff.
 //
-// Event and presence handlers and the OnStatus and OnDisconnect callbacks
-// all run on one goroutine per Client, in the order the client saw what
+// Event and presence handlers and the OnStatus, OnDisconnect and
+// OnReconnect callbacks all run on one goroutine per Client, in the order the client saw what
 // they report: the events of one topic arrive in seq order and never
 // concurrently. The connection's reader hands events to that goroutine
 // through an unbounded queue, so a slow handler never delays the replies
@@ -124,6 +124,12 @@ type Options struct {
 	// ends other than by Close, with the code and reason the client acts on
 	// (see CloseError).
 	OnDisconnect func(code int, reason string)
+	// OnReconnect, when set, is called before each reconnect attempt with
+	// the attempt's number (1 for the first after a drop), how long the
+	// client waits before making it, and why it reconnects: the dropped
+	// connection's *CloseError before the first attempt, the previous
+	// attempt's error before the others.
+	OnReconnect func(attempt int, delay time.Duration, cause error)
 	// MinBackoff is the backoff ceiling of the first reconnect attempt; it
 	// doubles with each failed attempt up to MaxBackoff. The actual sleep is
 	// random in [0, ceiling]. Defaults 100ms and 10s.

@@ -7,11 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/updraft/updraft/client"
 	"github.com/updraft/updraft/protocol"
@@ -139,8 +141,18 @@ type followConfig struct {
 // which it stops before returning.
 func follow(ctx context.Context, out *lineOutput, cfg followConfig) error {
 	opts := cfg.opts
-	opts.OnStatus = func(s client.Status) { out.note("%s", s) }
-	opts.OnDisconnect = func(code int, reason string) { out.note("connection closed: %d %s", code, reason) }
+	opts.OnStatus = func(s client.Status) {
+		if s != client.StatusReconnecting { // OnReconnect says why and when
+			out.note("%s", s)
+		}
+	}
+	opts.OnReconnect = func(attempt int, delay time.Duration, cause error) {
+		if attempt == 1 {
+			out.note("connection lost: %s; reconnecting %s", dropCause(cause), reconnectDelay(delay))
+		} else {
+			out.note("reconnect failed: %s; reconnecting %s (attempt %d)", dropCause(cause), reconnectDelay(delay), attempt)
+		}
+	}
 	c, err := client.Dial(ctx, cfg.url, opts)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -194,6 +206,33 @@ func follow(ctx context.Context, out *lineOutput, cfg followConfig) error {
 	case err := <-refused:
 		return err
 	}
+}
+
+// dropCause says why a connection dropped or a reconnect failed, without
+// the layers of wrapping around a network error.
+func dropCause(err error) string {
+	var ce *client.CloseError
+	var ne *net.OpError
+	switch {
+	case errors.As(err, &ce) && ce.Reason == "":
+		return fmt.Sprintf("closed with %d", ce.Code)
+	case errors.As(err, &ce):
+		return fmt.Sprintf("closed with %d (%s)", ce.Code, ce.Reason)
+	case errors.As(err, &ne):
+		return ne.Error()
+	}
+	return err.Error()
+}
+
+// reconnectDelay says when a reconnect attempt comes: "in 85ms", "in 1.2s".
+func reconnectDelay(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "now"
+	case d < time.Second:
+		return "in " + d.Round(time.Millisecond).String()
+	}
+	return "in " + d.Round(100*time.Millisecond).String()
 }
 
 // tailEnd is the result of a command that follows topics once ctx ended:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -266,5 +267,54 @@ func TestTailFilterReachesTheServer(t *testing.T) {
 				t.Errorf("runTail: %v, want the server's bad_request %q (stderr %q)", err, tt.want, stderr.String())
 			}
 		})
+	}
+}
+
+// A refused handshake shows the server's reason (here the origin check's),
+// not only the status.
+func TestTailShowsWhyTheHandshakeWasRefused(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNode(t, map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_ALLOWED_ORIGINS": "https://app.example.com"})
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"tail", "--url", n.WSURL(), "--origin", "https://evil.example", "chat/general"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "server answered 403 Forbidden: ") ||
+		!strings.Contains(stderr.String(), `origin "https://evil.example"`) || strings.Contains(stderr.String(), "expected handshake response") {
+		t.Errorf("exit %d, stderr %q: want 1 and the server's reason for the 403", code, stderr.String())
+	}
+}
+
+// tail says why and when it reconnects: when its gateway dies, while it is
+// gone, and until it is back.
+func TestTailSaysWhyAndWhenItReconnects(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true"}
+	n := testenv.StartNode(t, env)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr testenv.SyncBuffer
+	done := make(chan error, 1)
+	go func() { done <- runTail(ctx, []string{"--url", n.WSURL(), "chat/general"}, &stdout, &stderr) }()
+	testenv.Eventually(t, tailWait, func() bool { return strings.Contains(stderr.String(), "subscribed to chat/general") },
+		"tail subscribed; stderr %q", stderr.String())
+
+	n.Kill()
+	reconnect := regexp.MustCompile(`updraft tail: connection lost: closed with \d+[^\n]*; reconnecting (now|in [0-9.]+m?s)\n`)
+	failed := regexp.MustCompile(`updraft tail: reconnect failed: dial tcp ` + regexp.QuoteMeta(n.Addr()) + `: connect: connection refused; reconnecting (now|in [0-9.]+m?s) \(attempt 2\)\n`)
+	testenv.Eventually(t, tailWait, func() bool { return reconnect.MatchString(stderr.String()) && failed.MatchString(stderr.String()) },
+		"notes of the lost connection and the failed attempt; stderr %q", stderr.String())
+
+	// The gateway comes back on its address; tail is back on it.
+	env["UPDRAFT_ADDR"] = n.Addr()
+	testenv.StartNode(t, env)
+	testenv.Eventually(t, 15*time.Second, func() bool { return strings.Count(stderr.String(), "updraft tail: connected\n") == 2 },
+		"tail connected again; stderr %q", stderr.String())
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("runTail after cancel: %v", err)
+		}
+	case <-time.After(tailWait):
+		t.Fatal("runTail did not return after cancel")
 	}
 }
