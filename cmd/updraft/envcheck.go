@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"reflect"
 	"sort"
 	"strings"
@@ -60,19 +62,30 @@ func addEnvTags(known map[string]bool, t reflect.Type) {
 	}
 }
 
+// envCommands are the commands configured by UPDRAFT_* variables: they
+// warn about unknown ones at start-up, and when they fail to start.
+var envCommands = map[string]bool{"serve": true, "tracker": true}
+
 // warnUnknownEnv logs a warning for every UPDRAFT_* variable in environ
 // ("NAME=value" pairs, as from os.Environ) that updraft does not read,
 // naming the known variable it is probably a misspelling of: a misspelt
 // setting is otherwise silently left at its default.
 func warnUnknownEnv(log *zap.Logger, environ []string) {
 	for _, u := range unknownEnv(environ) {
+		fields := []zap.Field{zap.String("variable", u.name)}
 		if u.suggest != "" {
-			log.Warn("unknown environment variable "+u.name+" is ignored; did you mean "+u.suggest+"?",
-				zap.String("variable", u.name), zap.String("did_you_mean", u.suggest))
-		} else {
-			log.Warn("unknown environment variable "+u.name+" is ignored (see README.md, Configuration)",
-				zap.String("variable", u.name))
+			fields = append(fields, zap.String("did_you_mean", u.suggest))
 		}
+		log.Warn(u.String(), fields...)
+	}
+}
+
+// noteUnknownEnv prints the warnings of warnUnknownEnv on w, for a command
+// that failed before it had a logger: a misspelt variable is often why
+// (a misspelt UPDRAFT_JWT_SECRET leaves the secret empty).
+func noteUnknownEnv(w io.Writer, command string, environ []string) {
+	for _, u := range unknownEnv(environ) {
+		fmt.Fprintf(w, "updraft %s: note: %s\n", command, u)
 	}
 }
 
@@ -80,6 +93,13 @@ func warnUnknownEnv(log *zap.Logger, environ []string) {
 // known one closest to it, if any is close.
 type unknownVar struct {
 	name, suggest string
+}
+
+func (u unknownVar) String() string {
+	if u.suggest != "" {
+		return "unknown environment variable " + u.name + " is ignored; did you mean " + u.suggest + "?"
+	}
+	return "unknown environment variable " + u.name + " is ignored (see README.md, Configuration)"
 }
 
 // unknownEnv returns the UPDRAFT_* variables of environ that updraft does

@@ -174,3 +174,15 @@ func TestServeAndTrackerWarnAboutUnknownEnv(t *testing.T) {
 		checkWarned(t, n)
 	})
 }
+
+// When serve cannot start, often because of a misspelt variable, the
+// failure says which variables it did not know.
+func TestServeFailureNotesUnknownEnv(t *testing.T) {
+	setenv(t, map[string]string{"UPDRAFT_JWT_SECRT": "s"})
+	var stderr strings.Builder
+	if code := run([]string{"serve"}, &strings.Builder{}, &stderr); code != 1 ||
+		!strings.Contains(stderr.String(), "updraft serve: UPDRAFT_JWT_SECRET is empty") ||
+		!strings.Contains(stderr.String(), "updraft serve: note: unknown environment variable UPDRAFT_JWT_SECRT is ignored; did you mean UPDRAFT_JWT_SECRET?\n") {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+}

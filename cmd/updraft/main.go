@@ -78,6 +78,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		fmt.Fprintf(stderr, "updraft %s: %v\n", args[0], err)
+		if envCommands[args[0]] {
+			noteUnknownEnv(stderr, args[0], os.Environ())
+		}
 		return 1
 	}
 	return 0
