@@ -17,11 +17,11 @@
 // expired) reconnects only when Options.TokenFunc can supply a new token,
 // anything else reconnects after the backoff.
 //
-// Event and presence handlers and the OnStatus, OnDisconnect and OnError
-// callbacks all run on one goroutine per Client, in the order the client
-// saw what they report: the events of one topic arrive in seq order and never
-// concurrently. The connection's reader hands events to that goroutine
-// through an unbounded queue, so a slow handler never delays the replies
+// Event and presence handlers and the OnStatus, OnDisconnect, OnReconnect
+// and OnError callbacks all run on one goroutine per Client, in the order
+// the client saw what they report: the events of one topic arrive in seq
+// order and never concurrently. The connection's reader hands events to
+// that goroutine through an unbounded queue, so a slow handler never delays the replies
 // that other goroutines wait for (a handler may itself call Publish), but
 // a handler that persistently falls behind makes the queue, and the memory
 // it holds, grow.
@@ -166,6 +166,12 @@ type Options struct {
 	// could not recover the events missed (ErrNotRecovered, as
 	// WithOnResubscribe's recovered:false says).
 	OnError func(error)
+	// OnReconnect, when set, is called before each reconnect attempt with
+	// the attempt's number (1 for the first after a drop), how long the
+	// client waits before making it, and why it reconnects: the dropped
+	// connection's *CloseError before the first attempt, the previous
+	// attempt's error before the others.
+	OnReconnect func(attempt int, delay time.Duration, cause error)
 	// MinBackoff is the backoff ceiling of the first reconnect attempt; it
 	// doubles with each failed attempt up to MaxBackoff. The actual sleep is
 	// random in [0, ceiling]. The same backoff paces the retries of a

@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
@@ -88,6 +91,9 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			if reason := handshakeReason(resp); reason != "" {
+				return nil, fmt.Errorf("client: dial %s: server answered %s: %s", c.url, resp.Status, reason)
+			}
 			return nil, fmt.Errorf("client: dial %s: server answered %s: %w", c.url, resp.Status, err)
 		}
 		return nil, fmt.Errorf("client: dial %s: %w", c.url, err)
@@ -423,4 +429,29 @@ func marshal(v any) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
+}
+
+// handshakeReason returns why the server refused a WebSocket handshake:
+// the message of the protocol's error body, {"error":{"code","message"}},
+// or the start of any other body, or "" when there is none. The websocket
+// package keeps the first 1 KiB of the body.
+func handshakeReason(resp *http.Response) string {
+	if resp.Body == nil {
+		return ""
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	b = bytes.TrimSpace(b)
+	var env struct {
+		Error *protocol.Error `json:"error"`
+	}
+	if json.Unmarshal(b, &env) == nil && env.Error != nil && env.Error.Message != "" {
+		return env.Error.Message
+	}
+	if len(b) == 0 || !utf8.Valid(b) || bytes.IndexFunc(b, func(r rune) bool { return r < ' ' && r != '\n' && r != '\t' }) >= 0 {
+		return "" // nothing, or nothing to print
+	}
+	if len(b) > 200 {
+		return strings.ToValidUTF8(string(b[:200]), "") + "..."
+	}
+	return string(b)
 }

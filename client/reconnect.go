@@ -143,7 +143,7 @@ func (c *Client) run(cn *conn) {
 		c.mu.Lock()
 		c.setStatusLocked(StatusReconnecting)
 		c.mu.Unlock()
-		if cn = c.reconnect(r == reactAtOnce); cn == nil {
+		if cn = c.reconnect(r == reactAtOnce, ce); cn == nil {
 			return
 		}
 	}
@@ -151,11 +151,19 @@ func (c *Client) run(cn *conn) {
 
 // reconnect connects again, sleeping the backoff before each attempt (but
 // the first when atOnce), and returns the attached connection, or nil when
-// the client stopped.
-func (c *Client) reconnect(atOnce bool) *conn {
+// the client stopped. cause is why the connection dropped; OnReconnect
+// hears it before the first attempt, and each failure before the next.
+func (c *Client) reconnect(atOnce bool, cause error) *conn {
 	for attempt := 0; ; attempt++ {
+		var d time.Duration
 		if !atOnce || attempt > 0 {
-			d := backoff(attempt, c.opts.MinBackoff, c.opts.MaxBackoff, c.opts.rand)
+			d = backoff(attempt, c.opts.MinBackoff, c.opts.MaxBackoff, c.opts.rand)
+		}
+		if fn := c.opts.OnReconnect; fn != nil {
+			n, why := attempt+1, cause
+			c.disp.push(func() { fn(n, d, why) }, true)
+		}
+		if !atOnce || attempt > 0 {
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
@@ -189,5 +197,6 @@ func (c *Client) reconnect(atOnce bool) *conn {
 			return nil
 		}
 		c.log.Info("client: reconnect failed", zap.Int("attempt", attempt+1), zap.Error(err))
+		cause = err
 	}
 }

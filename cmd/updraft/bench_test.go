@@ -58,7 +58,10 @@ func TestBenchBadFlagsSayWhichAndWhy(t *testing.T) {
 
 func TestBenchScenarioHelpShowsItsFlags(t *testing.T) {
 	t.Parallel()
-	_, _, stderr := benchCmd(t, "idle", "-h")
+	code, stderr, _ := benchCmd(t, "idle", "-h") // help goes to stdout
+	if code != 0 {
+		t.Errorf("idle -h: exit %d", code)
+	}
 	for _, want := range []string{"Usage: updraft bench idle", "-connections", "(default 10000)", "-pid", "-ws"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("idle -h lacks %q:\n%s", want, stderr)
@@ -69,7 +72,7 @@ func TestBenchScenarioHelpShowsItsFlags(t *testing.T) {
 			t.Errorf("idle -h shows %s, which idle does not take:\n%s", other, stderr)
 		}
 	}
-	_, _, stderr = benchCmd(t, "topics", "-h")
+	_, stderr, _ = benchCmd(t, "topics", "-h")
 	if !strings.Contains(stderr, "(default 2000)") || !strings.Contains(stderr, "-subscribers-per-topic") {
 		t.Errorf("topics -h does not show its defaults:\n%s", stderr)
 	}

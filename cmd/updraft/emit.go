@@ -235,7 +235,10 @@ func emitData(arg string, stdin io.Reader) (json.RawMessage, error) {
 	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, raw); err != nil {
-		return nil, fmt.Errorf("%s is not valid JSON: %v", from, err)
+		if arg == "-" {
+			return nil, fmt.Errorf("%s is not valid JSON: %v", from, err)
+		}
+		return nil, fmt.Errorf("DATA must be JSON; quote it for the shell: '{\"text\":\"hi\"}' (%q is not valid JSON: %v)", arg, err)
 	}
 	return buf.Bytes(), nil
 }
@@ -247,12 +250,45 @@ func apiURL(base, path string, q url.Values) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("--url: %w", err)
 	}
+	if u.Scheme == "ws" || u.Scheme == "wss" {
+		return "", fmt.Errorf("--url: %q is a WebSocket URL; give the gateway's base URL, %s, and updraft adds %s", base, suggestBase(u), path)
+	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return "", fmt.Errorf("--url: %q is not an http:// or https:// URL", base)
+		return "", fmt.Errorf("--url: %q is not an http:// or https:// URL; give the gateway's base URL, such as http://127.0.0.1:8080", base)
+	}
+	if err := checkBasePath(base, u, path); err != nil {
+		return "", err
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	u.RawQuery, u.Fragment = q.Encode(), ""
 	return u.String(), nil
+}
+
+// checkBasePath refuses a base URL that already names one of the
+// gateway's endpoints (/api/v1/emit, /api/realtime): appending path to it
+// would only earn a 404.
+func checkBasePath(base string, u *url.URL, path string) error {
+	if strings.Contains(u.Path+"/", "/api/") {
+		return fmt.Errorf("--url: %q names an endpoint; give the gateway's base URL, %s, and updraft adds %s", base, suggestBase(u), path)
+	}
+	return nil
+}
+
+// suggestBase returns the base URL the user probably meant by u: http(s)
+// for ws(s), and the path before /api.
+func suggestBase(u *url.URL) string {
+	s := *u
+	switch s.Scheme {
+	case "ws":
+		s.Scheme = "http"
+	case "wss":
+		s.Scheme = "https"
+	}
+	if i := strings.Index(s.Path+"/", "/api/"); i >= 0 {
+		s.Path = s.Path[:i]
+	}
+	s.RawPath, s.RawQuery, s.Fragment = "", "", ""
+	return s.String()
 }
 
 // postEmit sends the request and returns the server's answer, or an error

@@ -185,8 +185,11 @@ func TestEmitBadInput(t *testing.T) {
 		{"no arguments", nil, "", true, "want TOPIC EVENT"},
 		{"one argument", []string{"chat/a"}, "", true, "want TOPIC EVENT"},
 		{"too many", []string{"chat/a", "m", "{}", "extra"}, "", true, "want TOPIC EVENT"},
-		{"invalid JSON", []string{"chat/a", "m", `{"text":}`}, "", false, "DATA is not valid JSON"},
-		{"two values", []string{"chat/a", "m", `1 2`}, "", false, "DATA is not valid JSON"},
+		{"invalid JSON", []string{"chat/a", "m", `{"text":}`}, "", false, "DATA must be JSON; quote it for the shell: '{\"text\":\"hi\"}'"},
+		{"two values", []string{"chat/a", "m", `1 2`}, "", false, "DATA must be JSON"},
+		// What the shell leaves of {"text":"hi"} unquoted.
+		{"quotes eaten by the shell", []string{"chat/a", "m", `{text:hi}`}, "", false, "quote it for the shell"},
+		{"a bare word", []string{"chat/a", "m", `hello`}, "", false, "quote it for the shell"},
 		{"invalid JSON on stdin", []string{"chat/a", "m", "-"}, "{oops", false, "DATA on standard input is not valid JSON"},
 		{"empty stdin", []string{"chat/a", "m", "-"}, "  \n", false, "DATA on standard input is empty"},
 		{"table topic", []string{"orders", "m", "{}"}, "", false, "tracker"},
@@ -194,6 +197,12 @@ func TestEmitBadInput(t *testing.T) {
 		{"bad topic", []string{"chat//a", "m"}, "", false, "invalid topic"},
 		{"bad url", []string{"--url", "ftp://example.com", "chat/a", "m"}, "", false, "http://"},
 		{"url without host", []string{"--url", "http://", "chat/a", "m"}, "", false, "--url"},
+		{"WebSocket url", []string{"--url", "ws://127.0.0.1:8080/api/realtime", "chat/a", "m"}, "", false,
+			`"ws://127.0.0.1:8080/api/realtime" is a WebSocket URL; give the gateway's base URL, http://127.0.0.1:8080, and updraft adds /api/v1/emit`},
+		{"endpoint url", []string{"--url", "http://127.0.0.1:8080/api/v1/emit", "chat/a", "m"}, "", false,
+			`"http://127.0.0.1:8080/api/v1/emit" names an endpoint; give the gateway's base URL, http://127.0.0.1:8080, and updraft adds /api/v1/emit`},
+		{"endpoint url behind a prefix", []string{"--url", "https://h.example/rt/api/", "chat/a", "m"}, "", false,
+			"give the gateway's base URL, https://h.example/rt, and"},
 		{"unknown flag", []string{"--nope", "chat/a", "m"}, "", true, "flag provided but not defined"},
 	}
 	for _, tt := range tests {

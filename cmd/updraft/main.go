@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -31,6 +32,7 @@ var commands = map[string]command{
 	"track":    {"install the change capture trigger on tables", runTrack},
 	"untrack":  {"remove the change capture trigger from tables", runUntrack},
 	"bench":    {"drive running gateways with a load scenario and report deliveries, latency and server cost", runBench},
+	"version":  {"print the version (also --version)", runVersion},
 }
 
 // errUsage marks an error caused by bad arguments; the flag package has
@@ -42,12 +44,23 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stdout)
 		return 0
+	case "-version", "--version":
+		args = []string{"version"}
+	case "help":
+		// `updraft help CMD` is `updraft CMD -h`.
+		if len(args) == 1 {
+			usage(stdout)
+			return 0
+		}
+		args = []string{args[1], "-h"}
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -57,14 +70,57 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if i := helpFlag(args[1:]); i >= 0 {
+		return runHelp(ctx, args[0], cmd, args[1:i+2], stdout, stderr)
+	}
 	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
 		if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
 			return 2
 		}
 		fmt.Fprintf(stderr, "updraft %s: %v\n", args[0], err)
+		if envCommands[args[0]] {
+			noteUnknownEnv(stderr, args[0], os.Environ())
+		}
 		return 1
 	}
 	return 0
+}
+
+// helpFlag returns the index in args of the first -h, -help or --help
+// before a "--", or -1.
+func helpFlag(args []string) int {
+	for i, a := range args {
+		switch a {
+		case "--":
+			return -1
+		case "-h", "-help", "--help":
+			return i
+		}
+	}
+	return -1
+}
+
+// runHelp runs cmd with args, which end with a help flag, and prints what
+// the command wrote about its usage on stdout with exit status 0. The
+// arguments stop at the help flag, so nothing after it runs; when they do
+// not reach the flag parser (a help flag given as DATA or as a flag's
+// value), the command fails and its message goes to stderr as usual.
+func runHelp(ctx context.Context, name string, cmd command, args []string, stdout, stderr io.Writer) int {
+	var help bytes.Buffer
+	err := cmd.run(ctx, args, stdout, &help)
+	if errors.Is(err, flag.ErrHelp) {
+		_, _ = help.WriteTo(stdout)
+		return 0
+	}
+	_, _ = help.WriteTo(stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	}
+	fmt.Fprintf(stderr, "updraft %s: %v\n", name, err)
+	return 1
 }
 
 func usage(w io.Writer) {
@@ -77,7 +133,7 @@ func usage(w io.Writer) {
 	for _, name := range names {
 		fmt.Fprintf(w, "  %-8s %s\n", name, commands[name].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'updraft COMMAND -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'updraft COMMAND -h' (or 'updraft help COMMAND') for a command's flags.")
 }
 
 // newFlagSet returns a flag set that reports errors to stderr and returns

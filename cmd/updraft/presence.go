@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -28,10 +30,12 @@ func runPresence(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	jsonOut := fs.Bool("json", false, "print one JSON object per member per line instead of a table")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for each answer from the server (0 waits forever)")
 	watch := fs.Bool("watch", false, "connect over WebSocket, print the members, then each presence event as one JSON line until interrupted")
+	track := fs.String("track", "", "join TOPIC with this `state` (a JSON object such as '{\"name\":\"Ann\"}') over WebSocket and stay until interrupted, printing the members whenever they change")
 	rt := addRealtimeFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: updraft presence [--json] [flags] TOPIC")
 		fmt.Fprintln(stderr, "       updraft presence --watch [--token JWT] [flags] TOPIC")
+		fmt.Fprintln(stderr, "       updraft presence --track '{\"name\":\"Ann\"}' [--watch] [--token JWT] [flags] TOPIC")
 		fmt.Fprintln(stderr, "\nLists the members of TOPIC through GET /api/v1/presence: a table of key, conn,")
 		fmt.Fprintln(stderr, "joined time and state, or with --json one JSON object per member per line.")
 		fmt.Fprintln(stderr, "\nWith --watch, subscribes to TOPIC with presence over WebSocket, authenticated by")
@@ -39,6 +43,9 @@ func runPresence(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintln(stderr, "{\"type\":\"members\",\"topic\",\"members\"}, then one per presence event,")
 		fmt.Fprintln(stderr, "{\"type\":\"presence\",\"topic\",\"event\",\"member\"}, and the members again after")
 		fmt.Fprintln(stderr, "every reconnect. Stop it with Ctrl-C.")
+		fmt.Fprintln(stderr, "\nWith --track STATE, also joins TOPIC with STATE (a JSON object; quote it for the")
+		fmt.Fprintln(stderr, "shell) and stays a member, across reconnects, until interrupted. It prints the")
+		fmt.Fprintln(stderr, "members table each time the members change (with --watch, the JSON lines instead).")
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 	}
@@ -46,6 +53,8 @@ func runPresence(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	tracking := false
+	fs.Visit(func(f *flag.Flag) { tracking = tracking || f.Name == "track" })
 	if len(pos) != 1 {
 		return badArgs(fs, "want one TOPIC, got %d arguments", len(pos))
 	}
@@ -56,8 +65,17 @@ func runPresence(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *timeout < 0 {
 		return badArgs(fs, "--timeout must not be negative")
 	}
-	if *watch {
-		return watchPresence(ctx, *api.base, rt, topic, *timeout, stdout, stderr)
+	var state json.RawMessage
+	if tracking {
+		if *jsonOut {
+			return badArgs(fs, "--json lists the members once; with --track, --watch prints JSON lines")
+		}
+		if state, err = trackState(*track); err != nil {
+			return err
+		}
+	}
+	if *watch || tracking {
+		return watchPresence(ctx, *api.base, rt, topic, *timeout, watchMode{tables: !*watch, state: state, track: tracking}, stdout, stderr)
 	}
 
 	endpoint, err := apiURL(*api.base, "/api/v1/presence", url.Values{"topic": {topic}})
@@ -158,8 +176,33 @@ func newMembersLine(topic string, members []protocol.Member) *membersLine {
 	return &membersLine{Type: "members", Topic: topic, Members: members}
 }
 
-// watchPresence follows topic's presence over WebSocket until interrupted.
-func watchPresence(ctx context.Context, base string, rt realtimeFlags, topic string, timeout time.Duration, stdout, stderr io.Writer) error {
+// trackState checks the state given to --track: a JSON object.
+func trackState(arg string) (json.RawMessage, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(arg), &obj); err != nil || obj == nil {
+		why := "not a JSON object"
+		if err != nil {
+			why = "not valid JSON: " + err.Error()
+		}
+		return nil, fmt.Errorf(`--track STATE must be a JSON object; quote it for the shell: --track '{"name":"Ann"}' (%q is %s)`, arg, why)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, []byte(arg)); err != nil {
+		return nil, err // unreachable: it parsed
+	}
+	return buf.Bytes(), nil
+}
+
+// watchMode says what watchPresence prints, and whether it joins.
+type watchMode struct {
+	tables bool            // print the members table on each change, not JSON lines
+	track  bool            // join the topic with state
+	state  json.RawMessage // nil tracks without state
+}
+
+// watchPresence follows topic's presence over WebSocket until interrupted,
+// a member of it with mode.state when mode.track.
+func watchPresence(ctx context.Context, base string, rt realtimeFlags, topic string, timeout time.Duration, mode watchMode, stdout, stderr io.Writer) error {
 	u, err := baseRealtimeURL(base)
 	if err != nil {
 		return err
@@ -173,19 +216,96 @@ func watchPresence(ctx context.Context, base string, rt realtimeFlags, topic str
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	out := newLineOutput("presence", stdout, stderr, cancel)
-	w := &presenceWatch{out: out}
-	return follow(ctx, out, followConfig{
-		url:    u,
-		opts:   opts,
-		topics: []string{topic},
-		options: func(string) []client.SubscribeOption {
+	cfg := followConfig{url: u, opts: opts, topics: []string{topic}}
+	tables := &presenceTables{out: out}
+	var sub *client.Subscription // follow's goroutine only: set by subscribed, read by ready
+	if mode.tables {
+		cfg.options = func(string) []client.SubscribeOption {
+			return []client.SubscribeOption{client.WithPresence(func(protocol.PresenceEvent) { tables.print() })}
+		}
+		cfg.subscribed = func(s *client.Subscription) { sub = s }
+		cfg.resubscribed = func(string, protocol.SubscribeResult) { tables.print() }
+	} else {
+		w := &presenceWatch{out: out}
+		cfg.options = func(string) []client.SubscribeOption {
 			return []client.SubscribeOption{client.WithPresence(func(ev protocol.PresenceEvent) { w.print(&ev) })}
-		},
-		subscribed: func(sub *client.Subscription) { w.start(newMembersLine(topic, sub.Result().Members)) },
-		resubscribed: func(t string, res protocol.SubscribeResult) {
-			w.print(newMembersLine(t, res.Members))
-		},
-	})
+		}
+		cfg.subscribed = func(sub *client.Subscription) { w.start(newMembersLine(topic, sub.Result().Members)) }
+		cfg.resubscribed = func(t string, res protocol.SubscribeResult) { w.print(newMembersLine(t, res.Members)) }
+	}
+	cfg.ready = func(ctx context.Context, c *client.Client) error {
+		if mode.track {
+			if err := c.Track(ctx, topic, mode.state); err != nil {
+				return err
+			}
+			out.note("tracking %s as %s", topic, stateNote(mode.state))
+		}
+		if mode.tables {
+			tables.start(sub)
+		}
+		return nil
+	}
+	return follow(ctx, out, cfg)
+}
+
+// stateNote shows a tracked state in a note.
+func stateNote(state json.RawMessage) string {
+	if state == nil {
+		return "a member without state"
+	}
+	return string(state)
+}
+
+// presenceTables prints the members table of presence --track each time
+// the members change: the subscription's list, with every presence event
+// applied, read under mu so that the last table printed is the latest.
+type presenceTables struct {
+	out *lineOutput
+
+	mu   sync.Mutex
+	sub  *client.Subscription // guarded by mu: nil until start
+	last string               // guarded by mu: the last table printed
+}
+
+// start prints the first table of sub's members, once the topic is joined;
+// tables print from then on.
+func (p *presenceTables) start(sub *client.Subscription) {
+	p.mu.Lock()
+	p.sub = sub
+	p.mu.Unlock()
+	p.print()
+}
+
+// print prints the members when they differ from the last table.
+func (p *presenceTables) print() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sub == nil {
+		return
+	}
+	sub := p.sub
+	var b strings.Builder
+	members := sub.Members()
+	if err := printMembersTable(&b, members); err != nil {
+		return // unreachable: a strings.Builder does not fail
+	}
+	if b.Len() == 0 {
+		b.WriteString("(no members)\n")
+	}
+	if b.String() == p.last {
+		return
+	}
+	sep := "\n"
+	if p.last == "" {
+		sep = ""
+	}
+	p.last = b.String()
+	p.out.text(sep + p.last)
+	noun := "members"
+	if len(members) == 1 {
+		noun = "member"
+	}
+	p.out.note("%d %s on %s", len(members), noun, sub.Topic())
 }
 
 // presenceWatch prints the lines of presence --watch in order: the presence

@@ -275,3 +275,123 @@ func TestPresenceWatch(t *testing.T) {
 		}
 	}
 }
+
+// tracker is one `updraft presence --track` running against a gateway.
+type presenceTracker struct {
+	stdout, stderr testenv.SyncBuffer
+	cancel         context.CancelFunc
+	done           chan error
+	stopped        bool // the test's goroutine only
+}
+
+func startPresenceTrack(t *testing.T, args ...string) *presenceTracker {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &presenceTracker{cancel: cancel, done: make(chan error, 1)}
+	go func() { p.done <- runPresence(ctx, args, &p.stdout, &p.stderr) }()
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+// stop interrupts it, as Ctrl-C does, and checks that it ended cleanly.
+func (p *presenceTracker) stop(t *testing.T) {
+	t.Helper()
+	if p.stopped {
+		return
+	}
+	p.stopped = true
+	p.cancel()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("presence --track after interrupt: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("presence --track did not return after interrupt")
+	}
+}
+
+// lastTable returns the last members table printed.
+func (p *presenceTracker) lastTable() string {
+	tables := strings.Split(p.stdout.String(), "\n\n")
+	return tables[len(tables)-1]
+}
+
+// The README's presence tour: two terminals each join doc/42 with a name
+// and each shows a table with both; when one leaves, the other's table
+// shows it alone.
+func TestPresenceTrackTwoTerminals(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNode(t, map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_API_KEY": "dev-key"})
+	ann := startPresenceTrack(t, "--url", n.URL(), "--track", `{ "name": "Ann" }`, "doc/42")
+	testenv.Eventually(t, 5*time.Second, func() bool { return strings.Contains(ann.lastTable(), `{"name":"Ann"}`) },
+		"Ann's table shows Ann; stdout %q, stderr %q", ann.stdout.String(), ann.stderr.String())
+	bob := startPresenceTrack(t, "--url", n.URL(), "--track", `{"name":"Bob"}`, "doc/42")
+
+	both := func(table string) bool {
+		lines := strings.Split(strings.TrimSpace(table), "\n")
+		return len(lines) == 3 && strings.HasPrefix(lines[0], "KEY") && strings.Contains(lines[0], "STATE") &&
+			strings.Contains(table, `{"name":"Ann"}`) && strings.Contains(table, `{"name":"Bob"}`)
+	}
+	for _, p := range []*presenceTracker{ann, bob} {
+		testenv.Eventually(t, 5*time.Second, func() bool { return both(p.lastTable()) },
+			"a table with Ann and Bob; stdout %q, stderr %q", p.stdout.String(), p.stderr.String())
+	}
+	if !strings.Contains(bob.stderr.String(), `tracking doc/42 as {"name":"Bob"}`) || !strings.Contains(bob.stderr.String(), "2 members on doc/42") {
+		t.Errorf("Bob's stderr %q", bob.stderr.String())
+	}
+
+	// Bob leaves with Ctrl-C: his connection closes and Ann sees him go.
+	bob.stop(t)
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		table := ann.lastTable()
+		return strings.Contains(table, `{"name":"Ann"}`) && !strings.Contains(table, "Bob")
+	}, "Ann's last table without Bob; stdout %q", ann.stdout.String())
+
+	// What the HTTP API lists agrees.
+	members, err := getMembers(context.Background(), n.URL()+"/api/v1/presence?topic=doc%2F42", "dev-key")
+	if err != nil || len(members) != 1 || string(members[0].State) != `{"name":"Ann"}` {
+		t.Errorf("GET /api/v1/presence: %+v, %v", members, err)
+	}
+}
+
+// --track --watch joins and prints JSON lines rather than tables.
+func TestPresenceTrackWatch(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNode(t, map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true"})
+	p := startPresenceTrack(t, "--url", n.URL(), "--watch", "--track", `{"name":"Ann"}`, "doc/7")
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		return strings.Contains(p.stdout.String(), `"event":"join"`) && strings.Contains(p.stdout.String(), `"state":{"name":"Ann"}`)
+	}, "Ann's own join as a JSON line; stdout %q, stderr %q", p.stdout.String(), p.stderr.String())
+	if !strings.HasPrefix(p.stdout.String(), `{"type":"members","topic":"doc/7","members":[]}`) {
+		t.Errorf("stdout %q", p.stdout.String())
+	}
+}
+
+func TestPresenceTrackBadState(t *testing.T) {
+	t.Parallel()
+	s := newMembersServer(t, http.StatusOK, `{"members":[]}`)
+	tests := []struct {
+		name, state string
+	}{
+		{"quotes eaten by the shell", `{name:Ann}`},
+		{"a bare word", `Ann`},
+		{"empty", ``},
+		{"not an object", `["Ann"]`},
+		{"null", `null`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var stderr bytes.Buffer
+			err := runPresence(context.Background(), []string{"--url", s.url, "--track", tt.state, "doc/1"}, io.Discard, &stderr)
+			checkRefused(t, err, stderr.String(), false, `--track STATE must be a JSON object; quote it for the shell: --track '{"name":"Ann"}'`)
+		})
+	}
+	var stderr bytes.Buffer
+	err := runPresence(context.Background(), []string{"--url", s.url, "--json", "--track", `{}`, "doc/1"}, io.Discard, &stderr)
+	checkRefused(t, err, stderr.String(), true, "--watch prints JSON lines")
+	if n := len(s.requests()); n != 0 {
+		t.Errorf("bad input reached the server %d times", n)
+	}
+}

@@ -159,6 +159,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer log.Sync()
 	log = log.With(zap.String("node", cfg.NodeID))
+	warnUnknownEnv(log, os.Environ())
 
 	reg := prometheus.NewRegistry()
 	// The broker is built before the gateway it delivers to; its callbacks

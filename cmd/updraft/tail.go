@@ -7,11 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/updraft/updraft/client"
 	"github.com/updraft/updraft/protocol"
@@ -25,7 +27,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlagSet("tail", stderr)
 	rawURL := fs.String("url", tailDefaultURL(), "the gateway's WebSocket `URL` (default from $UPDRAFT_URL)")
 	rt := addRealtimeFlags(fs)
-	filter := fs.String("filter", "", "a row `filter` for the table topics (status=eq.paid&amount=gt.100)")
+	filter := fs.String("filter", "", "a row `filter` for every TOPIC, which must then be table topics (status=eq.paid&amount=gt.100)")
 	rewind := fs.Int("rewind", 0, "first print the last `N` retained events of each topic (chat scroll-back, a stream so far)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: updraft tail [flags] TOPIC [TOPIC...]")
@@ -70,7 +72,9 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		handler: func(ev protocol.Event) { out.line(&ev) },
 		options: func(t string) []client.SubscribeOption {
 			var sopts []client.SubscribeOption
-			if *filter != "" && protocol.IsTable(t) {
+			if *filter != "" {
+				// The server judges it: a filter that does not parse, or
+				// one on an application topic, is refused with the reason.
 				sopts = append(sopts, client.WithFilter(*filter))
 			}
 			if *rewind > 0 {
@@ -126,6 +130,9 @@ type followConfig struct {
 	// resubscribed, when set, is called after each successful automatic
 	// resubscription, on the client's handler goroutine.
 	resubscribed func(topic string, res protocol.SubscribeResult)
+	// ready, when set, is called once every topic is subscribed; its error
+	// ends follow.
+	ready func(ctx context.Context, c *client.Client) error
 }
 
 // follow connects, subscribes to the topics and returns when ctx ends (nil
@@ -134,8 +141,26 @@ type followConfig struct {
 // which it stops before returning.
 func follow(ctx context.Context, out *lineOutput, cfg followConfig) error {
 	opts := cfg.opts
-	opts.OnStatus = func(s client.Status) { out.note("%s", s) }
-	opts.OnDisconnect = func(code int, reason string) { out.note("connection closed: %d %s", code, reason) }
+	opts.OnStatus = func(s client.Status) {
+		if s != client.StatusReconnecting { // OnReconnect says why and when
+			out.note("%s", s)
+		}
+	}
+	opts.OnReconnect = func(attempt int, delay time.Duration, cause error) {
+		if attempt == 1 {
+			out.note("connection lost: %s; reconnecting %s", dropCause(cause), reconnectDelay(delay))
+		} else {
+			out.note("reconnect failed: %s; reconnecting %s (attempt %d)", dropCause(cause), reconnectDelay(delay), attempt)
+		}
+	}
+	opts.OnError = func(err error) {
+		// A refused resubscribe ends follow through WithOnResubscribe, and a
+		// lost recovery is noted there too; what is left are the retries,
+		// which would otherwise pass in silence.
+		if re := (*client.RetryError)(nil); errors.As(err, &re) {
+			out.note("%v", re)
+		}
+	}
 	c, err := client.Dial(ctx, cfg.url, opts)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -173,6 +198,14 @@ func follow(ctx context.Context, out *lineOutput, cfg followConfig) error {
 		}
 	}
 	out.note("subscribed to %s (session %s on node %s)", strings.Join(cfg.topics, ", "), c.Session(), c.Node())
+	if cfg.ready != nil {
+		if err := cfg.ready(ctx, c); err != nil {
+			if ctx.Err() != nil {
+				return tailEnd(ctx)
+			}
+			return err
+		}
+	}
 	select {
 	case <-ctx.Done():
 		return tailEnd(ctx)
@@ -181,6 +214,33 @@ func follow(ctx context.Context, out *lineOutput, cfg followConfig) error {
 	case err := <-refused:
 		return err
 	}
+}
+
+// dropCause says why a connection dropped or a reconnect failed, without
+// the layers of wrapping around a network error.
+func dropCause(err error) string {
+	var ce *client.CloseError
+	var ne *net.OpError
+	switch {
+	case errors.As(err, &ce) && ce.Reason == "":
+		return fmt.Sprintf("closed with %d", ce.Code)
+	case errors.As(err, &ce):
+		return fmt.Sprintf("closed with %d (%s)", ce.Code, ce.Reason)
+	case errors.As(err, &ne):
+		return ne.Error()
+	}
+	return err.Error()
+}
+
+// reconnectDelay says when a reconnect attempt comes: "in 85ms", "in 1.2s".
+func reconnectDelay(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "now"
+	case d < time.Second:
+		return "in " + d.Round(time.Millisecond).String()
+	}
+	return "in " + d.Round(100*time.Millisecond).String()
 }
 
 // tailEnd is the result of a command that follows topics once ctx ended:
@@ -226,6 +286,19 @@ func (o *lineOutput) line(v any) {
 	}
 }
 
+// text prints s on stdout as it is.
+func (o *lineOutput) text(s string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.stopped {
+		return
+	}
+	if _, err := io.WriteString(o.stdout, s); err != nil {
+		o.stopped = true
+		o.fail(fmt.Errorf("writing to standard output: %w", err))
+	}
+}
+
 // note prints a connection change on stderr.
 func (o *lineOutput) note(format string, args ...any) {
 	o.mu.Lock()
@@ -263,6 +336,9 @@ func baseRealtimeURL(base string) (string, error) {
 	}
 	if u.Host == "" {
 		return "", fmt.Errorf("--url: %q has no host", base)
+	}
+	if err := checkBasePath(base, u, "/api/realtime"); err != nil {
+		return "", err
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/api/realtime"
 	u.RawQuery, u.Fragment = "", ""

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -126,7 +127,7 @@ func TestTailPrintsEventsAsJSONLines(t *testing.T) {
 		t.Errorf("token %q", r.Token)
 	}
 	tc.send(t, protocol.EncodeReply(r.Ref, protocol.ConnectResult{Session: "s_1", Node: "node-1", Heartbeat: 25, MaxMessage: 65536}))
-	for _, want := range []struct{ topic, filter string }{{"orders", "status=eq.paid"}, {"chat/general", ""}} {
+	for _, want := range []struct{ topic, filter string }{{"orders", "status=eq.paid"}, {"chat/general", "status=eq.paid"}} { // the server judges the filter
 		r := tc.expect(t, protocol.TypeSubscribe)
 		if r.Topic != want.topic || r.Filter != want.filter {
 			t.Errorf("subscribe %+v, want topic %s filter %q", r, want.topic, want.filter)
@@ -237,5 +238,83 @@ func TestTailDefaultURLFromEnv(t *testing.T) {
 	t.Setenv("UPDRAFT_URL", "https://rt.example.com/base/")
 	if got := tailDefaultURL(); got != "wss://rt.example.com/base/api/realtime" {
 		t.Errorf("from UPDRAFT_URL: %q", got)
+	}
+}
+
+// --filter reaches the server, which judges it: a filter that does not
+// parse, or one on an application topic, ends tail with the server's
+// reason instead of being dropped.
+func TestTailFilterReachesTheServer(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNode(t, map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true"})
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad filter", []string{"--filter", "status=like.x", "orders"}, `bad_request: protocol: invalid filter: unknown operator "like" in "status=like.x"`},
+		{"application topic", []string{"--filter", "status=eq.paid", "chat/general"}, "bad_request: filters apply to table topics only"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), tailWait)
+			defer cancel()
+			var stderr testenv.SyncBuffer
+			err := runTail(ctx, append([]string{"--url", n.WSURL()}, tt.args...), &testenv.SyncBuffer{}, &stderr)
+			var perr *protocol.Error
+			if !errors.As(err, &perr) || perr.Code != protocol.CodeBadRequest || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("runTail: %v, want the server's bad_request %q (stderr %q)", err, tt.want, stderr.String())
+			}
+		})
+	}
+}
+
+// A refused handshake shows the server's reason (here the origin check's),
+// not only the status.
+func TestTailShowsWhyTheHandshakeWasRefused(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNode(t, map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_ALLOWED_ORIGINS": "https://app.example.com"})
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"tail", "--url", n.WSURL(), "--origin", "https://evil.example", "chat/general"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "server answered 403 Forbidden: ") ||
+		!strings.Contains(stderr.String(), `origin "https://evil.example"`) || strings.Contains(stderr.String(), "expected handshake response") {
+		t.Errorf("exit %d, stderr %q: want 1 and the server's reason for the 403", code, stderr.String())
+	}
+}
+
+// tail says why and when it reconnects: when its gateway dies, while it is
+// gone, and until it is back.
+func TestTailSaysWhyAndWhenItReconnects(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true"}
+	n := testenv.StartNode(t, env)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr testenv.SyncBuffer
+	done := make(chan error, 1)
+	go func() { done <- runTail(ctx, []string{"--url", n.WSURL(), "chat/general"}, &stdout, &stderr) }()
+	testenv.Eventually(t, tailWait, func() bool { return strings.Contains(stderr.String(), "subscribed to chat/general") },
+		"tail subscribed; stderr %q", stderr.String())
+
+	n.Kill()
+	reconnect := regexp.MustCompile(`updraft tail: connection lost: closed with \d+[^\n]*; reconnecting (now|in [0-9.]+m?s)\n`)
+	failed := regexp.MustCompile(`updraft tail: reconnect failed: dial tcp ` + regexp.QuoteMeta(n.Addr()) + `: connect: connection refused; reconnecting (now|in [0-9.]+m?s) \(attempt 2\)\n`)
+	testenv.Eventually(t, tailWait, func() bool { return reconnect.MatchString(stderr.String()) && failed.MatchString(stderr.String()) },
+		"notes of the lost connection and the failed attempt; stderr %q", stderr.String())
+
+	// The gateway comes back on its address; tail is back on it.
+	env["UPDRAFT_ADDR"] = n.Addr()
+	testenv.StartNode(t, env)
+	testenv.Eventually(t, 15*time.Second, func() bool { return strings.Count(stderr.String(), "updraft tail: connected\n") == 2 },
+		"tail connected again; stderr %q", stderr.String())
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("runTail after cancel: %v", err)
+		}
+	case <-time.After(tailWait):
+		t.Fatal("runTail did not return after cancel")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -129,6 +130,7 @@ when UPDRAFT_DATABASE_URL is set.`)
 		return fmt.Errorf("UPDRAFT_LOG_LEVEL: %q is not one of debug, info, warn, error", pc.LogLevel)
 	}
 	defer log.Sync()
+	warnUnknownEnv(log, os.Environ())
 
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	rb, err := broker.NewRedis(rctx, broker.RedisConfig{URL: pc.RedisURL, Logger: log.Named("broker")})
