@@ -169,7 +169,11 @@ func New(ctx context.Context, cfg Config) (*Tracker, error) {
 		wake: make(chan struct{}, 1),
 		pks:  make(map[string][]string),
 	}
-	if err := t.setUp(ctx, hidden); err != nil {
+	unhide, err := parseHidden(cfg.Trigger.Unhide)
+	if err != nil {
+		return nil, fmt.Errorf("tracker: unhide: %w", err)
+	}
+	if err := t.setUp(ctx, hidden, unhide); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -189,7 +193,7 @@ func New(ctx context.Context, cfg Config) (*Tracker, error) {
 	return t, nil
 }
 
-func (t *Tracker) setUp(ctx context.Context, hidden []hiddenColumn) error {
+func (t *Tracker) setUp(ctx context.Context, hidden, unhide []hiddenColumn) error {
 	if err := migrate(ctx, t.db); err != nil {
 		return err
 	}
@@ -209,10 +213,12 @@ func (t *Tracker) setUp(ctx context.Context, hidden []hiddenColumn) error {
 		if err != nil {
 			return fmt.Errorf("tracker: UPDRAFT_TRACK_TABLES: %w", err)
 		}
-		if err := install(ctx, t.db, tb, hidden, t.cfg.Trigger.Notify); err != nil {
-			return fmt.Errorf("tracker: %w", err)
+		tr, err := install(ctx, t.db, tb, hidden, unhide, t.cfg.Trigger.Notify)
+		if err != nil {
+			return fmt.Errorf("tracker: UPDRAFT_TRACK_TABLES: %w", err)
 		}
-		t.log.Info("tracking", zap.String("table", tb.ident), zap.String("topic", tb.topic))
+		t.log.Info("tracker: tracking", zap.String("table", tb.ident), zap.String("topic", tb.topic),
+			zap.Strings("hidden", tr.Hidden), zap.Strings("hidden_kept", tr.Kept))
 	}
 	return nil
 }

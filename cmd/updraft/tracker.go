@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -171,25 +172,55 @@ func runUntrack(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func trackOrUntrack(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet(name, stderr)
+	var unhide []string
 	fs.Usage = func() {
 		if name == "track" {
-			fmt.Fprintln(stderr, `Usage: updraft track TABLE...
+			fmt.Fprintln(stderr, `Usage: updraft track [--unhide TABLE.COLUMN]... TABLE...
 
 Installs the capture trigger on each table (orders, or schema.table), so
 that the tracker publishes its changes; UPDRAFT_DATABASE_URL names the
 database, and UPDRAFT_HIDDEN_COLUMNS and UPDRAFT_TRACKER_NOTIFY apply as
-for the tracker.`)
+for the tracker.
+
+A table's hidden columns are stored with it (updraft.tracked_tables):
+tracking it again without UPDRAFT_HIDDEN_COLUMNS keeps them, and the
+setting may add to them; a setting that names some of the table's columns
+but leaves out a stored one is refused. A hidden column is revealed only
+by --unhide. Updraft's own schema and PostgreSQL's system schemas cannot
+be tracked.
+
+Flags:`)
+			fs.PrintDefaults()
 		} else {
 			fmt.Fprintln(stderr, `Usage: updraft untrack TABLE...
 
 Removes the capture trigger from each table; UPDRAFT_DATABASE_URL names the
-database. Changes already captured are still published.`)
+database. Changes already captured are still published. The table's stored
+hidden columns stay: tracking it again hides them still.`)
 		}
 	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	if name == "track" {
+		fs.Func("unhide", "reveal a stored hidden `TABLE.COLUMN` again (comma-separated or repeated); the table must be one of those tracked", func(v string) error {
+			for _, c := range strings.Split(v, ",") {
+				if c = strings.TrimSpace(c); c != "" {
+					unhide = append(unhide, c)
+				}
+			}
+			return nil
+		})
 	}
-	if fs.NArg() == 0 {
+	// Flags may come after the tables too: `updraft track users --unhide users.email`.
+	var tables []string
+	for rest := args; ; {
+		if err := parseFlags(fs, rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		tables, rest = append(tables, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(tables) == 0 {
 		fs.Usage()
 		return errUsage
 	}
@@ -205,22 +236,49 @@ database. Changes already captured are still published.`)
 		return err
 	}
 	defer db.Close()
-	for _, table := range fs.Args() {
-		if name == "track" {
-			topic, err := tracker.Track(ctx, db, table, tc.trigger())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "tracking %s: its changes are published on topic %s\n", table, topic)
-		} else {
+	if name == "untrack" {
+		for _, table := range tables {
 			topic, err := tracker.Untrack(ctx, db, table)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "no longer tracking %s (topic %s)\n", table, topic)
 		}
+		return nil
+	}
+	opt := tc.trigger()
+	opt.Unhide = unhide
+	revealed := 0
+	for _, table := range tables {
+		tr, err := tracker.Track(ctx, db, table, opt)
+		if err != nil {
+			return err
+		}
+		revealed += len(tr.Revealed)
+		fmt.Fprintf(stdout, "tracking %s: its changes are published on topic %s; %s\n", table, tr.Topic, describeHidden(tr))
+	}
+	if revealed != len(unhide) {
+		return fmt.Errorf("--unhide %s: each must name a column of a table being tracked (%s)", strings.Join(unhide, ","), strings.Join(tables, " "))
 	}
 	return nil
+}
+
+// describeHidden says which columns tr's trigger hides, and how to reveal
+// those kept from an earlier track.
+func describeHidden(tr tracker.Tracked) string {
+	var b strings.Builder
+	if len(tr.Hidden) == 0 {
+		b.WriteString("no hidden columns")
+	} else {
+		fmt.Fprintf(&b, "hidden columns: %s", strings.Join(tr.Hidden, ", "))
+	}
+	if len(tr.Kept) > 0 {
+		fmt.Fprintf(&b, " (%s kept from before; reveal with --unhide %s.%s)", strings.Join(tr.Kept, ", "), tr.Topic, tr.Kept[0])
+	}
+	if len(tr.Revealed) > 0 {
+		fmt.Fprintf(&b, "; revealed: %s", strings.Join(tr.Revealed, ", "))
+	}
+	return b.String()
 }
 
 // openDB opens and pings PostgreSQL.
