@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -111,11 +110,7 @@ func loadServeConfig() (serveConfig, error) {
 		return c, errors.New("UPDRAFT_PERSIST_TOPICS needs UPDRAFT_DATABASE_URL: persistent topics are kept in PostgreSQL")
 	}
 	if c.NodeID == "" {
-		host, _ := os.Hostname()
-		if host == "" {
-			host = "updraft"
-		}
-		c.NodeID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		c.NodeID = defaultNodeID()
 	}
 	return c, nil
 }

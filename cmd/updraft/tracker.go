@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -36,6 +37,9 @@ type trackerConfig struct {
 	LeaseTTL        time.Duration `envconfig:"LEASE_TTL" default:"5s"`
 	Notify          bool          `envconfig:"TRACKER_NOTIFY" default:"false"`
 	MaxRow          int           `envconfig:"MAX_ROW" default:"262144"`
+	// NodeID is shared with serve: in embedded mode the tracker is the
+	// node's own.
+	NodeID string `envconfig:"NODE_ID"`
 }
 
 // loadTrackerConfig reads and validates the tracker's variables. Every
@@ -57,7 +61,19 @@ func loadTrackerConfig() (trackerConfig, error) {
 	case c.MaxRow < 1024:
 		return c, fmt.Errorf("UPDRAFT_MAX_ROW must be at least 1024 bytes, not %d", c.MaxRow)
 	}
+	if c.NodeID == "" {
+		c.NodeID = defaultNodeID()
+	}
 	return c, nil
+}
+
+// defaultNodeID is UPDRAFT_NODE_ID's default: <hostname>-<pid>.
+func defaultNodeID() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "updraft"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
 func (c trackerConfig) trigger() tracker.TriggerOptions {
@@ -77,6 +93,7 @@ func (c trackerConfig) newTracker(ctx context.Context, coord broker.Coordinator,
 		Retention:    c.ChangeRetention,
 		LeaseTTL:     c.LeaseTTL,
 		MaxRow:       c.MaxRow,
+		NodeID:       c.NodeID,
 		Logger:       log,
 		Metrics:      tracker.NewMetrics(reg),
 	})
@@ -102,8 +119,9 @@ func runTracker(ctx context.Context, args []string, stdout, stderr io.Writer) er
 Publishes the committed changes of tracked PostgreSQL tables as events on
 their table topics, configured by UPDRAFT_* environment variables (see
 README.md): UPDRAFT_DATABASE_URL and UPDRAFT_REDIS_URL are required. Run
-two or more: one leads, the others stand by. Serves /metrics and /healthz
-on UPDRAFT_ADDR (default :8081).
+two or more: one leads, the others stand by (and log who leads; each
+names itself by UPDRAFT_NODE_ID). Serves /metrics and /healthz on
+UPDRAFT_ADDR (default :8081).
 
 In a single process without Redis, 'updraft serve' runs the tracker itself
 when UPDRAFT_DATABASE_URL is set.`)
@@ -130,6 +148,7 @@ when UPDRAFT_DATABASE_URL is set.`)
 		return fmt.Errorf("UPDRAFT_LOG_LEVEL: %q is not one of debug, info, warn, error", pc.LogLevel)
 	}
 	defer log.Sync()
+	log = log.With(zap.String("node", tc.NodeID)) // every line: which tracker said it
 
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	rb, err := broker.NewRedis(rctx, broker.RedisConfig{URL: pc.RedisURL, Logger: log.Named("broker")})

@@ -13,7 +13,7 @@ import (
 
 // trackerVars are the variables of the tracker's configuration.
 var trackerVars = []string{"DATABASE_URL", "TRACK_TABLES", "POLL_INTERVAL", "HIDDEN_COLUMNS", "CHANGE_RETENTION",
-	"LEASE_TTL", "TRACKER_NOTIFY", "MAX_ROW", "REDIS_URL", "ADDR", "LOG_LEVEL"}
+	"LEASE_TTL", "TRACKER_NOTIFY", "MAX_ROW", "REDIS_URL", "ADDR", "LOG_LEVEL", "NODE_ID"}
 
 func setTrackerEnv(t *testing.T, vars map[string]string) {
 	t.Helper()
