@@ -338,6 +338,7 @@ func (t *Tracker) lead(ctx context.Context, lease broker.Lease) error {
 		return err
 	}
 	t.copyCursor(ctx, cur) // records this node as the leader, for the standbys' logs
+
 	var stmt *sql.Stmt // pollSQL, prepared by the first poll that can
 	defer func() {
 		if stmt != nil {
