@@ -181,7 +181,7 @@ type Tracked struct {
 
 // ErrNarrowing is returned when the trigger options would reveal a stored
 // hidden column without TriggerOptions.Unhide naming it.
-var ErrNarrowing = errors.New("tracker: hidden columns are never revealed implicitly")
+var ErrNarrowing = errors.New("hidden columns are never revealed implicitly")
 
 // Track installs the capture trigger on the table name (replacing one
 // installed before, so that changed options apply), after running the

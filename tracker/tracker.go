@@ -217,9 +217,12 @@ func (t *Tracker) setUp(ctx context.Context, hidden, unhide []hiddenColumn) erro
 		if err != nil {
 			return fmt.Errorf("tracker: UPDRAFT_TRACK_TABLES: %w", err)
 		}
+		if err := trackable(tb); err != nil {
+			return fmt.Errorf("tracker: UPDRAFT_TRACK_TABLES: %w", err)
+		}
 		tr, err := install(ctx, t.db, tb, hidden, unhide, t.cfg.Trigger.Notify)
 		if err != nil {
-			return fmt.Errorf("tracker: UPDRAFT_TRACK_TABLES: %w", err)
+			return fmt.Errorf("tracker: %w", err)
 		}
 		t.log.Info("tracker: tracking", zap.String("table", tb.ident), zap.String("topic", tb.topic),
 			zap.Strings("hidden", tr.Hidden), zap.Strings("hidden_kept", tr.Kept))
