@@ -311,6 +311,9 @@ func (t *Tracker) standingBy(ctx context.Context, sb *standby) {
 	if err != nil && !errors.Is(err, sql.ErrNoRows) && ctx.Err() == nil {
 		t.log.Debug("tracker: reading who leads", zap.Error(err))
 	}
+	if leader.String == t.cfg.NodeID {
+		leader.String = "" // recorded when this tracker led: the new leader has not written yet
+	}
 	if sb.logged && leader.String == sb.leader {
 		return
 	}
