@@ -115,7 +115,11 @@ up() {
 	local psql=psql
 	[[ -x $bindir/psql ]] && psql=$bindir/psql
 	"$psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U "$user" -d postgres -c 'CREATE DATABASE updraft' >&2
+	# The role is named updraft like Updraft's schema, and the default
+	# search_path ("$user", public) would put tables created once that
+	# schema exists into it, where they cannot be tracked.
 	"$psql" -X -q -v ON_ERROR_STOP=1 "$url" >&2 <<'SQL'
+ALTER DATABASE updraft SET search_path = public;
 CREATE TABLE orders (id serial PRIMARY KEY, customer_id int, status text, total numeric);
 INSERT INTO orders (customer_id, status, total) VALUES (7, 'paid', 12.50), (8, 'new', 40.00), (7, 'shipped', 99.99);
 SQL

@@ -157,9 +157,9 @@ const ownSchema = "updraft"
 func trackable(t table) error {
 	switch {
 	case t.schema == ownSchema:
-		return fmt.Errorf("table %s cannot be tracked: schema %s is Updraft's own (a trigger on its change log would capture its own writes)", t.ident, t.schema)
+		return fmt.Errorf("table %s.%s cannot be tracked: schema %s is Updraft's own (a trigger on its change log would capture its own writes)", t.schema, t.name, t.schema)
 	case t.schema == "information_schema" || strings.HasPrefix(t.schema, "pg_"):
-		return fmt.Errorf("table %s cannot be tracked: %s is a PostgreSQL system schema", t.ident, t.schema)
+		return fmt.Errorf("table %s.%s cannot be tracked: %s is a PostgreSQL system schema", t.schema, t.name, t.schema)
 	}
 	return nil
 }
