@@ -156,6 +156,12 @@ func TestTrackRefusesOwnAndSystemSchemas(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "UPDRAFT_TRACK_TABLES") || !strings.Contains(err.Error(), "Updraft's own") {
 		t.Errorf("New with updraft.changes: %v", err)
 	}
+	// A table created once Updraft's schema exists is the user's: the
+	// role is named updraft, like the schema, and must not put it there.
+	h.exec(`CREATE TABLE late (id int PRIMARY KEY)`)
+	if tr, err := Track(ctx, h.db, "late", TriggerOptions{}); err != nil || tr.Table != "public.late" || tr.Topic != "late" {
+		t.Errorf("Track(late) = %+v, %v; want public.late", tr, err)
+	}
 	// Writes to tracked tables still work and are published.
 	h.exec(`INSERT INTO orders VALUES (1)`)
 	h.wait("orders", 1)
