@@ -28,7 +28,7 @@ GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*'
 	-not -path './tmp/*' -not -path '*/testdata/*' -not -path '*/node_modules/*')
 
 .DEFAULT_GOAL := build
-.PHONY: help build run deps test bench cluster fmt lint clean
+.PHONY: help build run deps test bench cluster db db-down fmt lint clean
 
 help:
 	@echo 'make build    build $(BIN)'
@@ -37,6 +37,8 @@ help:
 	@echo 'make test     go vet, go test -race (e2e: race-checked gateways), then a short fuzz of the protocol decoder and filter parser'
 	@echo 'make bench    run every Go benchmark, then the updraft bench scenarios (scripts/bench.sh)'
 	@echo 'make cluster  Redis + 3 gateways (127.0.0.1:8081-8083) + haproxy on 127.0.0.1:8080'
+	@echo 'make db       start a throwaway PostgreSQL on 127.0.0.1:55432 (DB_PORT=...) with a sample orders table; prints export DB=...'
+	@echo 'make db-down  stop the PostgreSQL make db started, by PID, and delete its data'
 	@echo 'make fmt      gofmt the tree'
 	@echo 'make lint     fail on unformatted files, go vet (and staticcheck if installed)'
 	@echo 'make clean    remove bin/ and tmp/cluster/'
@@ -77,6 +79,16 @@ bench: deps build
 cluster: build
 	@scripts/ensure-deps.sh --haproxy
 	@UPDRAFT_BIN=$(BIN) scripts/cluster.sh
+
+# A throwaway PostgreSQL for the README's database sections, started the
+# way the tests start theirs; DB_PORT and DB_DIR (tmp/db) reach the script
+# from the command line or the environment. Only the export line goes to
+# stdout: eval "$$(make -s db)".
+db:
+	@scripts/db.sh up
+
+db-down:
+	@scripts/db.sh down
 
 fmt:
 	@gofmt -w $(GOFILES)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -110,13 +112,22 @@ func TestTrackerFailover(t *testing.T) {
 		"UPDRAFT_DATABASE_URL": pg.URL(), "UPDRAFT_REDIS_URL": r.URL(), "UPDRAFT_TRACK_TABLES": "ledger",
 		"UPDRAFT_LEASE_TTL": leaseTTL.String(), "UPDRAFT_POLL_INTERVAL": poll.String(), "UPDRAFT_LOG_LEVEL": "info",
 	}
-	trackers := []*testenv.Node{testenv.StartTracker(t, trackerEnv), testenv.StartTracker(t, trackerEnv)}
+	ids := map[*testenv.Node]string{}
+	startTracker := func(id string) *testenv.Node {
+		env := maps.Clone(trackerEnv)
+		env["UPDRAFT_NODE_ID"] = id
+		n := testenv.StartTracker(t, env)
+		ids[n] = id
+		return n
+	}
+	trackers := []*testenv.Node{startTracker("tracker-1"), startTracker("tracker-2")}
 	var first *testenv.Node
 	testenv.Eventually(t, 15*time.Second, func() bool { first = leader(t, trackers...); return first != nil }, "no tracker leads")
 	second := trackers[0]
 	if second == first {
 		second = trackers[1]
 	}
+	waitStandingBy(t, second, ids[first])
 
 	// One subscriber per gateway.
 	cols := make([]*rowCollector, len(nodes))
@@ -137,7 +148,8 @@ func TestTrackerFailover(t *testing.T) {
 	t.Logf("takeover after SIGKILL: %v (lease TTL %v)", time.Since(killed).Round(time.Millisecond), leaseTTL)
 
 	// A new standby, for the clean handover.
-	third := testenv.StartTracker(t, trackerEnv)
+	third := startTracker("tracker-3")
+	waitStandingBy(t, third, ids[second])
 	w.waitCommits(t, 300)
 	second.Terminate()
 	terminated := time.Now()
@@ -186,4 +198,28 @@ func TestTrackerFailover(t *testing.T) {
 		}
 	}
 	t.Logf("%d changes, %d commits, all delivered once to %d subscribers", len(want), w.commits.Load(), len(cols))
+
+	// Every line a tracker logged names its node.
+	for n, id := range ids {
+		for _, line := range strings.Split(n.Logs(), "\n") {
+			var entry struct{ Node string }
+			if json.Unmarshal([]byte(line), &entry) == nil && entry.Node != id {
+				t.Errorf("%s logged a line without its node id: %s", id, line)
+			}
+		}
+	}
+}
+
+// waitStandingBy waits until the tracker n logs that it stands by with
+// leader as the leader.
+func waitStandingBy(t *testing.T, n *testenv.Node, leader string) {
+	t.Helper()
+	testenv.Eventually(t, 15*time.Second, func() bool {
+		for _, line := range strings.Split(n.Logs(), "\n") {
+			if strings.Contains(line, `"msg":"tracker: standing by`) && strings.Contains(line, `"leader":"`+leader+`"`) {
+				return true
+			}
+		}
+		return false
+	}, "the standby did not log that it stands by for %s; its log:\n%s", leader, n.Logs())
 }

@@ -2,12 +2,15 @@
 # ensure-deps.sh checks that the tools Updraft's tests and local cluster need
 # are installed, and installs the missing ones with apt-get on Debian/Ubuntu
 # when it runs as root (or sudo works without a password). Elsewhere it says
-# what to install and exits 1. It prints nothing when everything is present.
+# what to install and exits 1. It prints nothing when everything is present
+# (but the directory --postgres-bindir asks for).
 #
 #   scripts/ensure-deps.sh            go, make, redis-server >= 7
 #   scripts/ensure-deps.sh --race     ... and a C compiler (go test -race needs cgo)
 #   scripts/ensure-deps.sh --haproxy  ... and haproxy >= 2.0 (make cluster)
 #   scripts/ensure-deps.sh --postgres ... and the PostgreSQL >= 13 server (initdb, postgres)
+#   scripts/ensure-deps.sh --postgres-bindir  as --postgres, then print the directory
+#                                     holding initdb, postgres and pg_ctl (make db)
 #
 # Tests start their own redis-server and PostgreSQL on free loopback ports,
 # so a freshly installed system service is stopped again rather than left
@@ -17,17 +20,19 @@ set -euo pipefail
 want_cc=0
 want_haproxy=0
 want_postgres=0
+print_bindir=0
 for arg in "$@"; do
 	case $arg in
 	--race) want_cc=1 ;;
 	--haproxy) want_haproxy=1 ;;
 	--postgres) want_postgres=1 ;;
+	--postgres-bindir) want_postgres=1 print_bindir=1 ;;
 	-h | --help)
-		sed -n '2,14s/^# \{0,1\}//p' "$0"
+		sed -n '2,17s/^# \{0,1\}//p' "$0"
 		exit 0
 		;;
 	*)
-		echo "ensure-deps: unknown argument $arg (want --race, --haproxy, --postgres)" >&2
+		echo "ensure-deps: unknown argument $arg (want --race, --haproxy, --postgres, --postgres-bindir)" >&2
 		exit 2
 		;;
 	esac
@@ -171,10 +176,18 @@ stop_service() {
 	fi
 }
 
+# finish exits 0, first printing the PostgreSQL directory when asked.
+finish() {
+	if ((print_bindir)); then
+		postgres_bindir
+	fi
+	exit 0
+}
+
 cd "$(dirname "$0")/.."
 check
 if ((${#problems[@]} == 0)); then
-	exit 0
+	finish
 fi
 
 if ((${#packages[@]} > 0)) && can_apt; then
@@ -185,7 +198,7 @@ if ((${#packages[@]} > 0)) && can_apt; then
 	done
 	say "installing ${uniq[*]} with apt-get"
 	export DEBIAN_FRONTEND=noninteractive
-	${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+	${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >&2
 	${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${uniq[@]}" </dev/null >/dev/null
 	for p in "${uniq[@]}"; do
 		case $p in redis-server | haproxy | postgresql) stop_service "$p" ;; esac
@@ -193,7 +206,7 @@ if ((${#packages[@]} > 0)) && can_apt; then
 	check
 	if ((${#problems[@]} == 0)); then
 		say "installed ${uniq[*]}"
-		exit 0
+		finish
 	fi
 fi
 

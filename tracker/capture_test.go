@@ -108,9 +108,9 @@ func TestTrackByHand(t *testing.T) {
 	h.subscribe("a", "b")
 	h.start(Config{Tables: []string{"a"}})
 	ctx := context.Background()
-	topic, err := Track(ctx, h.db, "b", TriggerOptions{Hidden: []string{"b.secret"}})
-	if err != nil || topic != "b" {
-		t.Fatalf("Track(b) = %q, %v", topic, err)
+	tr, err := Track(ctx, h.db, "b", TriggerOptions{Hidden: []string{"b.secret"}})
+	if err != nil || tr.Topic != "b" {
+		t.Fatalf("Track(b) = %+v, %v", tr, err)
 	}
 	h.exec(`INSERT INTO b VALUES (1, 'hidden')`)
 	if got := h.wait("b", 1); field(t, got[0].Data, "secret") != "<absent>" {

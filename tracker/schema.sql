@@ -28,6 +28,54 @@ CREATE TABLE IF NOT EXISTS updraft.tracker_state (
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- The tracker's node id when it took the lease, for the standbys' logs:
+-- who leads. Added after the first release.
+ALTER TABLE updraft.tracker_state ADD COLUMN IF NOT EXISTS leader text;
+
+-- Every table a capture trigger was installed on, with the columns it
+-- hides. The trigger's arguments are a copy of hidden; this row is what
+-- tracking the table again (by hand or at start-up) starts from, so that a
+-- hidden column never depends on every caller passing the same setting.
+-- Untracking a table keeps its row. See Track in tables.go.
+CREATE TABLE IF NOT EXISTS updraft.tracked_tables (
+	tbl        text        PRIMARY KEY,                -- schema.table, as in changes.tbl
+	hidden     text[]      NOT NULL DEFAULT '{}',
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Upgrade: a table whose capture trigger was installed before
+-- tracked_tables existed gets its row from the trigger's arguments (the
+-- mode, then the hidden columns; pg_trigger.tgargs holds each followed by
+-- a zero byte).
+DO $$
+DECLARE
+	r record;
+	args text[];
+	s int;
+BEGIN
+	FOR r IN
+		SELECT n.nspname || '.' || c.relname AS tbl, t.tgargs
+		FROM pg_trigger t
+		JOIN pg_class c ON c.oid = t.tgrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE t.tgname = 'updraft_capture'
+		  AND NOT EXISTS (SELECT 1 FROM updraft.tracked_tables WHERE tbl = n.nspname || '.' || c.relname)
+	LOOP
+		args := '{}';
+		s := 0;
+		FOR i IN 0 .. length(r.tgargs) - 1 LOOP
+			IF get_byte(r.tgargs, i) = 0 THEN
+				args := args || convert_from(substring(r.tgargs FROM s + 1 FOR i - s), current_setting('server_encoding'));
+				s := i + 1;
+			END IF;
+		END LOOP;
+		INSERT INTO updraft.tracked_tables (tbl, hidden)
+		VALUES (r.tbl, coalesce(args[2:], '{}'))
+		ON CONFLICT (tbl) DO NOTHING;
+	END LOOP;
+END
+$$;
+
 -- The trigger function. Arguments: TG_ARGV[0] is 'notify' to wake the
 -- tracker with pg_notify after the change (the low-latency option), or
 -- 'poll'; the rest name hidden columns, removed from the row before it is

@@ -100,6 +100,10 @@ type Config struct {
 	// sent whole (default 256 KiB). A larger one is sent with its primary
 	// key only and marked truncated.
 	MaxRow int
+	// NodeID names this tracker to the others: the leader records it in
+	// updraft.tracker_state, and a standby logs it as the one it waits
+	// for. The Logger should carry it too ("node").
+	NodeID string
 	// Logger (default: none).
 	Logger *zap.Logger
 	// Metrics, when set, receives the tracker's metrics (NewMetrics).
@@ -169,7 +173,11 @@ func New(ctx context.Context, cfg Config) (*Tracker, error) {
 		wake: make(chan struct{}, 1),
 		pks:  make(map[string][]string),
 	}
-	if err := t.setUp(ctx, hidden); err != nil {
+	unhide, err := parseHidden(cfg.Trigger.Unhide)
+	if err != nil {
+		return nil, fmt.Errorf("tracker: unhide: %w", err)
+	}
+	if err := t.setUp(ctx, hidden, unhide); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -189,7 +197,7 @@ func New(ctx context.Context, cfg Config) (*Tracker, error) {
 	return t, nil
 }
 
-func (t *Tracker) setUp(ctx context.Context, hidden []hiddenColumn) error {
+func (t *Tracker) setUp(ctx context.Context, hidden, unhide []hiddenColumn) error {
 	if err := migrate(ctx, t.db); err != nil {
 		return err
 	}
@@ -209,10 +217,15 @@ func (t *Tracker) setUp(ctx context.Context, hidden []hiddenColumn) error {
 		if err != nil {
 			return fmt.Errorf("tracker: UPDRAFT_TRACK_TABLES: %w", err)
 		}
-		if err := install(ctx, t.db, tb, hidden, t.cfg.Trigger.Notify); err != nil {
+		if err := trackable(tb); err != nil {
+			return fmt.Errorf("tracker: UPDRAFT_TRACK_TABLES: %w", err)
+		}
+		tr, err := install(ctx, t.db, tb, hidden, unhide, t.cfg.Trigger.Notify)
+		if err != nil {
 			return fmt.Errorf("tracker: %w", err)
 		}
-		t.log.Info("tracking", zap.String("table", tb.ident), zap.String("topic", tb.topic))
+		t.log.Info("tracker: tracking", zap.String("table", tb.ident), zap.String("topic", tb.topic),
+			zap.Strings("hidden", tr.Hidden), zap.Strings("hidden_kept", tr.Kept))
 	}
 	return nil
 }
@@ -243,10 +256,12 @@ func (t *Tracker) Run(ctx context.Context) error {
 	tick := time.NewTicker(t.cfg.PollInterval)
 	defer tick.Stop()
 	var lastErr time.Time
+	var sb standby
 	for ctx.Err() == nil {
 		lease, err := t.coord.AcquireLease(ctx, t.cfg.Name, t.cfg.LeaseTTL)
 		switch {
 		case err == nil:
+			sb = standby{}
 			t.log.Info("tracker: leading", zap.Uint64("fence", lease.Fence()))
 			t.m.leader.Set(1)
 			err = t.lead(ctx, lease)
@@ -261,6 +276,7 @@ func (t *Tracker) Run(ctx context.Context) error {
 			}
 			continue
 		case errors.Is(err, broker.ErrLeaseHeld):
+			t.standingBy(ctx, &sb)
 		case ctx.Err() == nil && time.Since(lastErr) > 10*time.Second:
 			lastErr = time.Now()
 			t.m.errors.WithLabelValues("lease").Inc()
@@ -272,6 +288,44 @@ func (t *Tracker) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// standby is what a standing-by tracker last said about the leader.
+type standby struct {
+	logged  bool      // "standing by" was logged since the last leadership
+	leader  string    // the leader it named ("" unknown)
+	checked time.Time // when the leader was last read
+}
+
+// standingBy logs that the tracker stands by, naming the leader as the
+// leader recorded it in updraft.tracker_state: once on entering standby,
+// then again when the leader changes (read once per lease TTL).
+func (t *Tracker) standingBy(ctx context.Context, sb *standby) {
+	if sb.logged && time.Since(sb.checked) < t.cfg.LeaseTTL {
+		return
+	}
+	sb.checked = time.Now()
+	var leader sql.NullString
+	var since sql.NullTime
+	err := t.db.QueryRowContext(ctx, `SELECT leader, updated_at FROM updraft.tracker_state WHERE name = $1`, t.cfg.Name).Scan(&leader, &since)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) && ctx.Err() == nil {
+		t.log.Debug("tracker: reading who leads", zap.Error(err))
+	}
+	if leader.String == t.cfg.NodeID {
+		leader.String = "" // recorded when this tracker led: the new leader has not written yet
+	}
+	if sb.logged && leader.String == sb.leader {
+		return
+	}
+	sb.logged, sb.leader = true, leader.String
+	fields := []zap.Field{zap.Duration("lease_ttl", t.cfg.LeaseTTL)}
+	if leader.String != "" {
+		// updated_at: the leader's last cursor copy, written every 10 s.
+		fields = append(fields, zap.String("leader", leader.String), zap.Time("leader_seen", since.Time))
+	} else {
+		fields = append(fields, zap.String("leader", "unknown"))
+	}
+	t.log.Info("tracker: standing by, another tracker holds the lease", fields...)
 }
 
 // lead publishes changes while lease is held. It returns when ctx ends or
@@ -289,6 +343,8 @@ func (t *Tracker) lead(ctx context.Context, lease broker.Lease) error {
 	if err != nil {
 		return err
 	}
+	t.copyCursor(ctx, cur) // records this node as the leader, for the standbys' logs
+
 	var stmt *sql.Stmt // pollSQL, prepared by the first poll that can
 	defer func() {
 		if stmt != nil {
@@ -440,8 +496,9 @@ func (t *Tracker) readCursor(ctx context.Context, lease broker.Lease) (cursor, e
 // logs: Redis holds the cursor that counts.
 func (t *Tracker) copyCursor(ctx context.Context, c cursor) {
 	_, err := t.db.ExecContext(ctx, `
-		INSERT INTO updraft.tracker_state (name, cursor) VALUES ($1, $2)
-		ON CONFLICT (name) DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()`, t.cfg.Name, c.String())
+		INSERT INTO updraft.tracker_state (name, cursor, leader) VALUES ($1, $2, nullif($3, ''))
+		ON CONFLICT (name) DO UPDATE SET cursor = EXCLUDED.cursor, leader = EXCLUDED.leader, updated_at = now()`,
+		t.cfg.Name, c.String(), t.cfg.NodeID)
 	if err != nil && ctx.Err() == nil {
 		t.m.errors.WithLabelValues("cursor").Inc()
 		t.log.Warn("tracker: writing the cursor copy", zap.Error(err))

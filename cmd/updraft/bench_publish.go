@@ -187,11 +187,11 @@ func prepareBenchTable(ctx context.Context, db *sql.DB, table string) (string, e
 	if err != nil {
 		return "", err
 	}
-	topic, err := tracker.Track(ctx, db, table, tc.trigger())
+	tr, err := tracker.Track(ctx, db, table, tc.trigger())
 	if err != nil {
 		return "", fmt.Errorf("tracking --table %s: %w", table, err)
 	}
-	return topic, nil
+	return tr.Topic, nil
 }
 
 func (d *dbPublisher) maxBatch() int { return bench.MaxBatch }

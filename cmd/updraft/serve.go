@@ -121,11 +121,7 @@ func loadServeConfig() (serveConfig, error) {
 		}
 	}
 	if c.NodeID == "" {
-		host, _ := os.Hostname()
-		if host == "" {
-			host = "updraft"
-		}
-		c.NodeID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		c.NodeID = defaultNodeID()
 	}
 	return c, nil
 }

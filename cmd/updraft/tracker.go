@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -36,6 +37,9 @@ type trackerConfig struct {
 	LeaseTTL        time.Duration `envconfig:"LEASE_TTL" default:"5s"`
 	Notify          bool          `envconfig:"TRACKER_NOTIFY" default:"false"`
 	MaxRow          int           `envconfig:"MAX_ROW" default:"262144"`
+	// NodeID is shared with serve: in embedded mode the tracker is the
+	// node's own.
+	NodeID string `envconfig:"NODE_ID"`
 }
 
 // loadTrackerConfig reads and validates the tracker's variables. Every
@@ -57,7 +61,19 @@ func loadTrackerConfig() (trackerConfig, error) {
 	case c.MaxRow < 1024:
 		return c, fmt.Errorf("UPDRAFT_MAX_ROW must be at least 1024 bytes, not %d", c.MaxRow)
 	}
+	if c.NodeID == "" {
+		c.NodeID = defaultNodeID()
+	}
 	return c, nil
+}
+
+// defaultNodeID is UPDRAFT_NODE_ID's default: <hostname>-<pid>.
+func defaultNodeID() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "updraft"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
 func (c trackerConfig) trigger() tracker.TriggerOptions {
@@ -77,6 +93,7 @@ func (c trackerConfig) newTracker(ctx context.Context, coord broker.Coordinator,
 		Retention:    c.ChangeRetention,
 		LeaseTTL:     c.LeaseTTL,
 		MaxRow:       c.MaxRow,
+		NodeID:       c.NodeID,
 		Logger:       log,
 		Metrics:      tracker.NewMetrics(reg),
 	})
@@ -102,8 +119,9 @@ func runTracker(ctx context.Context, args []string, stdout, stderr io.Writer) er
 Publishes the committed changes of tracked PostgreSQL tables as events on
 their table topics, configured by UPDRAFT_* environment variables (see
 README.md): UPDRAFT_DATABASE_URL and UPDRAFT_REDIS_URL are required. Run
-two or more: one leads, the others stand by. Serves /metrics and /healthz
-on UPDRAFT_ADDR (default :8081).
+two or more: one leads, the others stand by (and log who leads; each
+names itself by UPDRAFT_NODE_ID). Serves /metrics and /healthz on
+UPDRAFT_ADDR (default :8081).
 
 In a single process without Redis, 'updraft serve' runs the tracker itself
 when UPDRAFT_DATABASE_URL is set.`)
@@ -130,6 +148,7 @@ when UPDRAFT_DATABASE_URL is set.`)
 		return fmt.Errorf("UPDRAFT_LOG_LEVEL: %q is not one of debug, info, warn, error", pc.LogLevel)
 	}
 	defer log.Sync()
+	log = log.With(zap.String("node", tc.NodeID)) // every line: which tracker said it
 	warnUnknownEnv(log, os.Environ())
 
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -173,25 +192,55 @@ func runUntrack(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func trackOrUntrack(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet(name, stderr)
+	var unhide []string
 	fs.Usage = func() {
 		if name == "track" {
-			fmt.Fprintln(stderr, `Usage: updraft track TABLE...
+			fmt.Fprintln(stderr, `Usage: updraft track [--unhide TABLE.COLUMN]... TABLE...
 
 Installs the capture trigger on each table (orders, or schema.table), so
 that the tracker publishes its changes; UPDRAFT_DATABASE_URL names the
 database, and UPDRAFT_HIDDEN_COLUMNS and UPDRAFT_TRACKER_NOTIFY apply as
-for the tracker.`)
+for the tracker.
+
+A table's hidden columns are stored with it (updraft.tracked_tables):
+tracking it again without UPDRAFT_HIDDEN_COLUMNS keeps them, and the
+setting may add to them; a setting that names some of the table's columns
+but leaves out a stored one is refused. A hidden column is revealed only
+by --unhide. Updraft's own schema and PostgreSQL's system schemas cannot
+be tracked.
+
+Flags:`)
+			fs.PrintDefaults()
 		} else {
 			fmt.Fprintln(stderr, `Usage: updraft untrack TABLE...
 
 Removes the capture trigger from each table; UPDRAFT_DATABASE_URL names the
-database. Changes already captured are still published.`)
+database. Changes already captured are still published. The table's stored
+hidden columns stay: tracking it again hides them still.`)
 		}
 	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	if name == "track" {
+		fs.Func("unhide", "reveal a stored hidden `TABLE.COLUMN` again (comma-separated or repeated); the table must be one of those tracked", func(v string) error {
+			for _, c := range strings.Split(v, ",") {
+				if c = strings.TrimSpace(c); c != "" {
+					unhide = append(unhide, c)
+				}
+			}
+			return nil
+		})
 	}
-	if fs.NArg() == 0 {
+	// Flags may come after the tables too: `updraft track users --unhide users.email`.
+	var tables []string
+	for rest := args; ; {
+		if err := parseFlags(fs, rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		tables, rest = append(tables, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(tables) == 0 {
 		fs.Usage()
 		return errUsage
 	}
@@ -207,22 +256,49 @@ database. Changes already captured are still published.`)
 		return err
 	}
 	defer db.Close()
-	for _, table := range fs.Args() {
-		if name == "track" {
-			topic, err := tracker.Track(ctx, db, table, tc.trigger())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "tracking %s: its changes are published on topic %s\n", table, topic)
-		} else {
+	if name == "untrack" {
+		for _, table := range tables {
 			topic, err := tracker.Untrack(ctx, db, table)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "no longer tracking %s (topic %s)\n", table, topic)
 		}
+		return nil
+	}
+	opt := tc.trigger()
+	opt.Unhide = unhide
+	revealed := 0
+	for _, table := range tables {
+		tr, err := tracker.Track(ctx, db, table, opt)
+		if err != nil {
+			return err
+		}
+		revealed += len(tr.Revealed)
+		fmt.Fprintf(stdout, "tracking %s: its changes are published on topic %s; %s\n", table, tr.Topic, describeHidden(tr))
+	}
+	if revealed != len(unhide) {
+		return fmt.Errorf("--unhide %s: each must name a column of a table being tracked (%s)", strings.Join(unhide, ","), strings.Join(tables, " "))
 	}
 	return nil
+}
+
+// describeHidden says which columns tr's trigger hides, and how to reveal
+// those kept from an earlier track.
+func describeHidden(tr tracker.Tracked) string {
+	var b strings.Builder
+	if len(tr.Hidden) == 0 {
+		b.WriteString("no hidden columns")
+	} else {
+		fmt.Fprintf(&b, "hidden columns: %s", strings.Join(tr.Hidden, ", "))
+	}
+	if len(tr.Kept) > 0 {
+		fmt.Fprintf(&b, " (%s kept from before; reveal with --unhide %s.%s)", strings.Join(tr.Kept, ", "), tr.Topic, tr.Kept[0])
+	}
+	if len(tr.Revealed) > 0 {
+		fmt.Fprintf(&b, "; revealed: %s", strings.Join(tr.Revealed, ", "))
+	}
+	return b.String()
 }
 
 // openDB opens and pings PostgreSQL.

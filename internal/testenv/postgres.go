@@ -150,6 +150,12 @@ func StartPostgres(t testing.TB) *Postgres {
 	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+postgresDB); err != nil {
 		t.Fatalf("testenv: creating database %s: %v\noutput:\n%s", postgresDB, err, p.out.String())
 	}
+	// The role is named updraft like Updraft's schema: with the default
+	// search_path ("$user", public), a table a test creates once that
+	// schema exists would land in it, where it cannot be tracked.
+	if _, err := db.ExecContext(ctx, "ALTER DATABASE "+postgresDB+" SET search_path = public"); err != nil {
+		t.Fatalf("testenv: setting the search_path of %s: %v", postgresDB, err)
+	}
 	fmt.Fprintf(p.out, "--- testenv: ready in %v\n", time.Since(start).Round(time.Millisecond))
 	return p
 }
