@@ -23,8 +23,8 @@ export function renewDelay(exp: number | undefined, now: number): number | undef
   return Math.max(0, left - Math.min(60_000, left / 4));
 }
 
-/** Whether a token is missing, expired or due for renewal at `now`. */
+/** Whether a token is missing or expires within 5 s of `now`: not worth connecting with. */
 export function tokenStale(token: string | undefined, now: number): boolean {
-  if (!token) return true;
-  return renewDelay(tokenExp(token), now) === 0;
+  const exp = tokenExp(token);
+  return !token || (exp !== undefined && exp * 1000 - now < 5000);
 }
