@@ -120,6 +120,7 @@ export class RealtimeClient {
   private waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
   private ref = 0;
   private offline = false;
+  private closeInfo: { code: number; reason: string } | null = null;
   private unlisten: (() => void) | null = null;
   /** @internal */ _backoff: [number, number];
 
@@ -140,6 +141,11 @@ export class RealtimeClient {
   /** Why the client is `disconnected`, when the server or a failure stopped it. */
   get error(): UpdraftError | null {
     return this.stopErr;
+  }
+
+  /** How the last connection ended: the close code (or the disconnect message's) and reason. */
+  get lastClose(): { code: number; reason: string } | null {
+    return this.closeInfo;
   }
 
   /** The session id of the current connection (presence's `conn`). */
@@ -486,6 +492,7 @@ export class RealtimeClient {
     this.clock.clearTimeout(c.timer);
     if (c.bye && (code === 1005 || code === 1006 || code === 1000)) ({ code, reason } = c.bye);
     if (c.refused?.code === 'unauthorized') code = 4001;
+    this.closeInfo = { code, reason };
     const was = this.cur === c;
     if (was) {
       this.cur = null;
