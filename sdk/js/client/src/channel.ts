@@ -126,9 +126,12 @@ export class RealtimeChannel {
    */
   subscribe(onStatus?: (e: ChannelStatusEvent) => void): Promise<SubscribeResult> {
     if (onStatus) this.statusCbs.push(onStatus);
-    if (this._wanted) return this.first ? this.first.promise : Promise.resolve(this.last!);
     const err = this.rt._claim(this);
     if (err) return Promise.reject(err);
+    if (this._wanted) {
+      if (this.last && !this.first) return Promise.resolve(this.last);
+      return (this.first ??= deferred()).promise;
+    }
     this._wanted = true;
     this.gen++;
     this.first = deferred();
@@ -200,6 +203,8 @@ export class RealtimeChannel {
   untrack(): Promise<void> {
     this.tracking = false;
     this.trackedOn = null;
+    // Tracks still waiting for the subscribe are superseded.
+    this.trackWaiters.splice(0).forEach((w) => w.resolve());
     const c = this._joinedOn;
     if (!c || c !== this.rt._conn()) return Promise.resolve();
     return new Promise((resolve, reject) =>
@@ -287,8 +292,12 @@ export class RealtimeChannel {
     this.retries = 0;
     this._joinedOn = c;
     if (!replays || !res.recovered) {
+      // Only what follows the reply's position comes.
       const p = this.pos;
       if (!p || p.epoch !== res.epoch || p.seq < res.seq) this.pos = { epoch: res.epoch, seq: res.seq };
+    } else if (!this.pos) {
+      // A rewind replays messages above seq - rewind: resume from there if none comes.
+      this.pos = { epoch: res.epoch, seq: Math.max(0, res.seq - (this.options.rewind ?? 0)) };
     }
     const resubscribed = this.everJoined;
     this.everJoined = true;

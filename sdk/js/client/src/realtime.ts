@@ -231,6 +231,7 @@ export class RealtimeClient {
   /** @internal Registers ch as the topic's subscriber; returns an error when it cannot subscribe. */
   _claim(ch: RealtimeChannel): UpdraftError | null {
     if (this.st === 'disconnected' && this.stopErr) return this.stopErr;
+    if (ch._wanted) return null;
     const other = this.byTopic.get(ch.topic);
     if (other && other !== ch)
       return new UpdraftError('bad_request', `${ch.topic} is already subscribed through a channel with other options`);

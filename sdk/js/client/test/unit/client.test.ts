@@ -352,3 +352,35 @@ test('browser offline pauses reconnecting and online resumes at once', async () 
     else delete g.navigator;
   }
 });
+
+test('a rewind that replayed nothing resumes after a reconnect from the rewound position, not from now', async () => {
+  const { rt } = client();
+  let ws = await connected(rt);
+  const got: number[] = [];
+  void rt.channel('chat/r', { rewind: 5 }).on('*', (p) => got.push(p.seq)).subscribe();
+  await flush();
+  ws.recv(
+    { type: 'reply', ref: ws.lastOf('subscribe').ref, ok: true, data: { epoch: 'e1', seq: 7, recovered: true } },
+    { type: 'event', topic: 'chat/r', event: 'm', epoch: 'e1', seq: 3, ts: 1 },
+  );
+  assert.deepEqual(got, [3], 'a replayed event below the reply position is delivered');
+  ws.serverClose(1006);
+  await clock.advance(100);
+  ws = FakeSocket.last();
+  ws.accept();
+  await flush();
+  assert.deepEqual(ws.lastOf('subscribe').since, { epoch: 'e1', seq: 3 });
+});
+
+test('subscribe after the client was stopped rejects with the reason', async () => {
+  const { rt } = client({ token: 'static' });
+  const ws = await connected(rt);
+  const ch = rt.channel('chat/a');
+  const first = ch.subscribe();
+  await flush();
+  ws.reply(ws.lastOf('subscribe'), { epoch: '', seq: 0 });
+  await first;
+  ws.serverClose(4001, 'token expired');
+  await assert.rejects(ch.subscribe(), (e: UpdraftError) => e.code === 'unauthorized');
+  await assert.rejects(rt.channel('chat/b').subscribe(), (e: UpdraftError) => e.code === 'unauthorized');
+});
