@@ -47,6 +47,8 @@ export interface ServerClient {
    * (`POST /api/v1/stream`): each value (any JSON value; a string token
    * too) becomes an `event` message, or with `rollup` (`'40ms'`) one
    * array per window, and watchers get `event.end` (or `event.error`).
+   * If the iterable throws, the request is cut off (watchers get
+   * `event.error`) and the promise rejects with what it threw.
    */
   stream(topic: string, event: string, iterable: AsyncIterable<unknown> | Iterable<unknown>, opts?: { rollup?: string }): Promise<StreamResult>;
   /** Reads retained history (`GET /api/v1/history`), oldest first. */
@@ -113,10 +115,18 @@ export function createServerClient(options: ServerClientOptions): ServerClient {
         | AsyncIterator<unknown>
         | Iterator<unknown>;
       const enc = new TextEncoder();
+      let failed: { e: unknown } | undefined;
       const body = new ReadableStream<Uint8Array>({
         async pull(ctrl) {
           for (;;) {
-            const r = await it.next();
+            let r: IteratorResult<unknown>;
+            try {
+              r = await it.next();
+            } catch (e) {
+              // The request is cut off, and watchers get event.error.
+              failed = { e };
+              throw e;
+            }
             if (r.done) return ctrl.close();
             const line = JSON.stringify(r.value);
             if (line === undefined) continue;
@@ -127,7 +137,12 @@ export function createServerClient(options: ServerClientOptions): ServerClient {
           await it.return?.();
         },
       });
-      const r = await call<any>('POST', `/api/v1/stream?${q({ topic, event, rollup: opts.rollup })}`, body, { duplex: 'half' });
+      let r: any;
+      try {
+        r = await call<any>('POST', `/api/v1/stream?${q({ topic, event, rollup: opts.rollup })}`, body, { duplex: 'half' });
+      } catch (e) {
+        throw failed ? failed.e : e;
+      }
       return { firstSeq: r.first_seq, lastSeq: r.last_seq, count: r.count, epoch: r.epoch };
     },
     history: (topic, opts = {}) =>

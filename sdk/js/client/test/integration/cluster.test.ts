@@ -56,6 +56,26 @@ test('calls made before connect() are queued and run once connected', async () =
   await waitFor(() => got.length === 1, 'own publish');
 });
 
+test('the StrictMode sequence (subscribe, unsubscribe, on again, subscribe) handles each event once', async () => {
+  const topic = uniq('chat/strict');
+  const rt = client(a);
+  const seen: unknown[] = [];
+  const effect = () => {
+    const channel = rt.channel(topic);
+    channel.on('message', ({ data }) => seen.push(data)).subscribe().catch(() => {});
+    return () => channel.unsubscribe();
+  };
+  const cleanup = effect();
+  void cleanup();
+  effect();
+  await rt.channel(topic).subscribe();
+  const sdk = createServerClient({ url: b.url, apiKey: API_KEY });
+  for (const n of [1, 2, 3]) await sdk.emit({ topic, event: 'message', data: n });
+  await waitFor(() => seen.length >= 3, 'three messages');
+  await rt.ping(); // anything duplicated would have arrived before this reply
+  assert.deepEqual(seen, [1, 2, 3]);
+});
+
 test('history pages back with before, oldest first', async () => {
   const topic = uniq('chat/hist');
   const sdk = createServerClient({ url: b.url, apiKey: API_KEY });
@@ -192,6 +212,8 @@ test('server helper: stream publishes each value as it is yielded, then .end', a
     }
   }
   const res = await sdk.stream(topic, 'token', model());
+  // The answer can come before the watcher's WebSocket delivered the last token.
+  await waitFor(() => tokens.length === words.length, 'the last token');
   assert.deepEqual(tokens, words);
   assert.equal(res.count, 4);
   assert.equal(res.lastSeq - res.firstSeq + 1, 4);
@@ -206,6 +228,18 @@ test('server helper: stream publishes each value as it is yielded, then .end', a
   await waitFor(() => rolled.length === r2.count, 'rolled-up messages');
   assert.deepEqual(rolled.flat(), ['a', 'b', 'c']);
   assert.ok(r2.count < 3, `rollup sent ${r2.count} messages`);
+
+  // An iterable that throws cuts the stream: watchers get .error, the caller the error.
+  const topic3 = uniq('ai/broken');
+  let streamErr: unknown;
+  await rt.channel(topic3).on('t.error', (p) => (streamErr = p.data)).subscribe();
+  const boom = new Error('model crashed');
+  async function* broken() {
+    yield 'partial';
+    throw boom;
+  }
+  await assert.rejects(sdk.stream(topic3, 't', broken()), (e) => e === boom);
+  await waitFor(() => streamErr !== undefined, 't.error');
 
   // A bad query is refused with a typed error.
   await assert.rejects(sdk.stream('orders', 't', ['x']), (e: UpdraftError) => e.status === 403 && e.code === 'forbidden');

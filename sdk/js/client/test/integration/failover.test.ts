@@ -66,6 +66,26 @@ test('kill -9 of the client node mid-stream: it reconnects to the other node and
   assert.ok(rt.lastClose && rt.lastClose.code === 1006, `last close ${JSON.stringify(rt.lastClose)}`);
 });
 
+test('a draining node (1012) sends the client to the next node at once, without the backoff', async () => {
+  const redis = await startRedis();
+  const [draining, other] = await Promise.all([
+    startNode(redis.url, { UPDRAFT_DRAIN_TIMEOUT: '2s' }),
+    startNode(redis.url),
+  ]);
+  const topic = uniq('chat/drain');
+  // A backoff this long would show: only the 1012 path reconnects within seconds.
+  const rt = new RealtimeClient({ url: [draining.wsUrl, other.wsUrl], token: jwt(claims), WebSocket: WebSocket as any, backoff: { minMs: 60_000, maxMs: 60_000 } });
+  track(rt);
+  const got: unknown[] = [];
+  await rt.channel(topic).on('m', (p) => got.push(p.data)).subscribe();
+  const first = rt.node;
+  draining.proc.terminate();
+  await waitFor(() => rt.status === 'connected' && rt.node !== first, 'a connection to the other node', 5_000);
+  assert.equal(rt.lastClose?.code, 1012);
+  await createServerClient({ url: other.url, apiKey: API_KEY }).emit({ topic, event: 'm', data: 'after the drain' });
+  await waitFor(() => got.length === 1, 'a message on the new node');
+});
+
 test('recovered:false after a Redis FLUSHALL is reported as recovery_failed', async () => {
   const redis = await startRedis();
   const node = await startNode(redis.url);

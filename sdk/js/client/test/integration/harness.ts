@@ -110,6 +110,10 @@ export class Proc {
   tail(n = 40): string {
     return this.logs().trimEnd().split('\n').slice(-n).join('\n');
   }
+  /** Sends SIGTERM (a gateway drains and exits). */
+  terminate(): void {
+    if (!this.done) process.kill(this.pid, 'SIGTERM');
+  }
   /** Sends SIGKILL and waits (bounded) for the process to exit. */
   async kill(): Promise<void> {
     if (this.done) return;
