@@ -399,10 +399,9 @@ export class RealtimeClient {
     this.heartbeat(c);
     this.scheduleRenew();
     for (const ch of this.byTopic.values()) ch._join(c);
-    const q = this.queue.splice(0);
-    this.setStatus('connected');
-    for (const x of q) this.dispatch(x);
+    for (const x of this.queue.splice(0)) this.dispatch(x);
     for (const w of this.waiters.splice(0)) w.resolve();
+    this.setStatus('connected');
   }
 
   /** Pings every heartbeat; a ping unanswered by the next one means the connection is dead. */
