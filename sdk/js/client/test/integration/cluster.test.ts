@@ -22,7 +22,7 @@ after(async () => {
 
 function client(node: Node, claims: Record<string, unknown> = {}): RealtimeClient {
   const token = jwt({ sub: 'user-1', subscribe: ['chat/**', 'doc/**', 'ai/**', 'orders'], publish: ['chat/**', 'doc/**'], ...claims });
-  const rt = new RealtimeClient({ url: node.wsUrl, token, WebSocket: WebSocket as any });
+  const rt = new RealtimeClient({ url: node.wsUrl, token, WebSocket });
   clients.push(rt);
   return rt;
 }

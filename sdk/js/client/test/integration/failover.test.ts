@@ -31,7 +31,7 @@ test('kill -9 of the client node mid-stream: it reconnects to the other node and
   const rt = new RealtimeClient({
     url: [doomed.wsUrl, survivor.wsUrl],
     token: jwt(claims),
-    WebSocket: WebSocket as any,
+    WebSocket,
     backoff: { minMs: 50, maxMs: 500 },
   });
   const statuses = track(rt);
@@ -74,7 +74,7 @@ test('a draining node (1012) sends the client to the next node at once, without 
   ]);
   const topic = uniq('chat/drain');
   // A backoff this long would show: only the 1012 path reconnects within seconds.
-  const rt = new RealtimeClient({ url: [draining.wsUrl, other.wsUrl], token: jwt(claims), WebSocket: WebSocket as any, backoff: { minMs: 60_000, maxMs: 60_000 } });
+  const rt = new RealtimeClient({ url: [draining.wsUrl, other.wsUrl], token: jwt(claims), WebSocket, backoff: { minMs: 60_000, maxMs: 60_000 } });
   track(rt);
   const got: unknown[] = [];
   await rt.channel(topic).on('m', (p) => got.push(p.data)).subscribe();
@@ -92,7 +92,7 @@ test('recovered:false after a Redis FLUSHALL is reported as recovery_failed', as
   const proxy = await new Proxy(Number(node.addr.split(':')[1])).start();
   proxies.push(proxy);
   const topic = uniq('chat/flushed');
-  const rt = new RealtimeClient({ url: proxy.wsUrl, token: jwt(claims), WebSocket: WebSocket as any, backoff: { minMs: 50, maxMs: 200 } });
+  const rt = new RealtimeClient({ url: proxy.wsUrl, token: jwt(claims), WebSocket, backoff: { minMs: 50, maxMs: 200 } });
   track(rt);
   const seen: number[] = [];
   const chStatus: ChannelStatusEvent[] = [];
@@ -121,7 +121,7 @@ test('the token is renewed through getToken before it expires, on the same conne
   let minted = 0;
   const rt = new RealtimeClient({
     url: node.wsUrl,
-    WebSocket: WebSocket as any,
+    WebSocket,
     getToken: async () => {
       minted++;
       return jwt({ ...claims, exp: Math.floor(Date.now() / 1000) + 3 });
@@ -146,7 +146,7 @@ test('after 4001 (token expired) the client gets a new token through getToken an
   let minted = 0;
   const rt = new RealtimeClient({
     url: node.wsUrl,
-    WebSocket: WebSocket as any,
+    WebSocket,
     getToken: async () => {
       if (minted > 0 && broken) throw new Error('token service down');
       minted++;
@@ -174,13 +174,13 @@ test('after 4001 (token expired) the client gets a new token through getToken an
 test('a client without getToken stops on 4001 with unauthorized', async () => {
   const redis = await startRedis();
   const node = await startNode(redis.url);
-  const rt = new RealtimeClient({ url: node.wsUrl, WebSocket: WebSocket as any, token: jwt({ ...claims, exp: Math.floor(Date.now() / 1000) + 1 }) });
+  const rt = new RealtimeClient({ url: node.wsUrl, WebSocket, token: jwt({ ...claims, exp: Math.floor(Date.now() / 1000) + 1 }) });
   track(rt);
   await rt.connect();
   await waitFor(() => rt.status === 'disconnected', 'the server to close the expired session');
   assert.equal(rt.error?.code, 'unauthorized');
   assert.equal(rt.lastClose?.code, 4001);
-  const bad = new RealtimeClient({ url: node.wsUrl, WebSocket: WebSocket as any, token: 'not-a-jwt' });
+  const bad = new RealtimeClient({ url: node.wsUrl, WebSocket, token: 'not-a-jwt' });
   track(bad);
   await assert.rejects(bad.connect(), (e: { code?: string }) => e.code === 'unauthorized');
 });
