@@ -117,6 +117,7 @@ export class RealtimeClient {
   private token: string | undefined;
   private needToken = false;
   private stopErr: UpdraftError | null = null;
+  private byUser = false;
   private waiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
   private ref = 0;
   private offline = false;
@@ -185,8 +186,9 @@ export class RealtimeClient {
 
   /**
    * Closes the connection and stops reconnecting: status `disconnected`.
-   * Pending requests reject with `closed`. Channels stay registered, and
-   * `connect()` resubscribes them.
+   * Pending requests reject with `closed`. Channels stay subscribed on the
+   * client's side: `connect()`, or any later call (which connects lazily),
+   * resubscribes them from where they were.
    */
   disconnect(): void {
     this.stop(new UpdraftError('closed', 'disconnect() was called'), true);
@@ -230,13 +232,14 @@ export class RealtimeClient {
 
   /** @internal Registers ch as the topic's subscriber; returns an error when it cannot subscribe. */
   _claim(ch: RealtimeChannel): UpdraftError | null {
-    if (this.st === 'disconnected' && this.stopErr) return this.stopErr;
+    const err = this.refusal();
+    if (err) return err;
+    this.ensure();
     if (ch._wanted) return null;
     const other = this.byTopic.get(ch.topic);
     if (other && other !== ch)
       return new UpdraftError('bad_request', `${ch.topic} is already subscribed through a channel with other options`);
     this.byTopic.set(ch.topic, ch);
-    this.ensure();
     return null;
   }
 
@@ -289,7 +292,8 @@ export class RealtimeClient {
    * after a reconnect; others reject with `disconnected`.
    */
   _request(msg: Record<string, unknown>, retry: boolean): Promise<unknown> {
-    if (this.st === 'disconnected' && this.stopErr) return Promise.reject(this.stopErr);
+    const err = this.refusal();
+    if (err) return Promise.reject(err);
     this.ensure();
     return new Promise((resolve, reject) => {
       const q: Queued = { msg, retry, done: false, resolve, reject, timer: null };
@@ -307,8 +311,14 @@ export class RealtimeClient {
     return this.o.requestTimeoutMs ?? 10_000;
   }
 
+  /** Connects lazily: from idle, and after disconnect() (not after the server stopped the client). */
   private ensure(): void {
-    if (this.st === 'idle') this.connect().catch(() => {});
+    if (this.st === 'idle' || (this.st === 'disconnected' && this.byUser)) this.connect().catch(() => {});
+  }
+
+  /** Why calls fail at once: the server stopped the client, and connect() was not called since. */
+  private refusal(): UpdraftError | null {
+    return this.st === 'disconnected' && !this.byUser ? this.stopErr : null;
   }
 
   private dispatch(q: Queued): void {
@@ -531,6 +541,7 @@ export class RealtimeClient {
   private stop(err: UpdraftError, quiet: boolean): void {
     if (this.st === 'disconnected' && this.stopErr) return;
     this.stopErr = err;
+    this.byUser = quiet;
     this._clearTimer(this.retryTimer);
     this._clearTimer(this.renewTimer);
     this.retryTimer = this.renewTimer = null;

@@ -384,3 +384,28 @@ test('subscribe after the client was stopped rejects with the reason', async () 
   await assert.rejects(ch.subscribe(), (e: UpdraftError) => e.code === 'unauthorized');
   await assert.rejects(rt.channel('chat/b').subscribe(), (e: UpdraftError) => e.code === 'unauthorized');
 });
+
+test('after disconnect() a call connects again lazily and the channels resume from where they were', async () => {
+  const { rt, statuses } = client();
+  let ws = await connected(rt);
+  const ch = rt.channel('chat/a');
+  const first = ch.subscribe();
+  await flush();
+  ws.reply(ws.lastOf('subscribe'), { epoch: 'e1', seq: 5 });
+  await first;
+  const pending = rt.channel('chat/b').getHistory();
+  rt.disconnect();
+  await assert.rejects(pending, (e: UpdraftError) => e.code === 'closed');
+  assert.equal(rt.status, 'disconnected');
+  const again = rt.channel('chat/c').subscribe();
+  assert.equal(rt.status, 'reconnecting');
+  await flush();
+  ws = FakeSocket.last();
+  ws.accept('s_2');
+  await flush();
+  const subs = ws.ofType('subscribe');
+  assert.deepEqual(subs.map((m) => [m.topic, m.since]), [['chat/a', { epoch: 'e1', seq: 5 }], ['chat/c', undefined]]);
+  ws.reply(subs[1], { epoch: '', seq: 0 });
+  await again;
+  assert.deepEqual(statuses, ['connecting', 'connected', 'disconnected', 'reconnecting', 'connected']);
+});
