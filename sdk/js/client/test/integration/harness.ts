@@ -84,10 +84,10 @@ export class Proc {
   readonly log: string;
   readonly exited: Promise<void>;
   done = false;
-  constructor(cmd: string, args: string[], env: Record<string, string>, name: string) {
+  constructor(cmd: string, args: string[], env: Record<string, string>, name: string, opts: { uid?: number; gid?: number; cwd?: string } = {}) {
     this.log = path.join(tmp(), `${name}.log`);
     const fd = fs.openSync(this.log, 'a');
-    this.child = spawn(cmd, args, { env, stdio: ['ignore', fd, fd] });
+    this.child = spawn(cmd, args, { env, stdio: ['ignore', fd, fd], ...opts });
     fs.closeSync(fd);
     this.exited = new Promise((resolve) => this.child.once('exit', () => resolve()));
     void this.exited.then(() => {
@@ -122,7 +122,13 @@ export class Proc {
     } catch {
       // exited meanwhile
     }
-    await Promise.race([this.exited, new Promise((_, rej) => setTimeout(() => rej(new Error(`pid ${this.pid} did not exit after SIGKILL`)), 10_000))]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise((_, rej) => (timer = setTimeout(() => rej(new Error(`pid ${this.pid} did not exit after SIGKILL`)), 10_000)));
+    try {
+      await Promise.race([this.exited, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
 
@@ -292,4 +298,88 @@ export class Proxy {
 
 export function uniq(prefix: string): string {
   return `${prefix}-${randomBytes(4).toString('hex')}`;
+}
+
+/** A throwaway PostgreSQL server (database updraft, superuser updraft, no password). */
+export class Postgres {
+  constructor(
+    readonly proc: Proc,
+    readonly port: number,
+    private bin: string,
+    private dir: string,
+  ) {}
+  get url(): string {
+    return `postgres://updraft@127.0.0.1:${this.port}/updraft?sslmode=disable`;
+  }
+  /** Runs SQL with psql and returns its unaligned output. */
+  sql(sql: string, db = 'updraft'): string {
+    return execFileSync(path.join(this.bin, 'psql'), ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(this.port), '-U', 'updraft', '-d', db, '-c', sql], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 10_000,
+    });
+  }
+  /** Fast shutdown (SIGINT), SIGKILL after 10 s; removes the data directory. */
+  async stop(): Promise<void> {
+    if (!this.proc.done) {
+      process.kill(this.proc.pid, 'SIGINT');
+      const timer = setTimeout(() => void this.proc.kill(), 10_000);
+      await this.proc.exited;
+      clearTimeout(timer);
+    }
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Starts PostgreSQL from the newest /usr/lib/postgresql/N/bin. As root, it
+ * runs as the postgres system user, since PostgreSQL refuses root.
+ */
+export async function startPostgres(): Promise<Postgres> {
+  const base = '/usr/lib/postgresql';
+  const versions = fs.existsSync(base) ? fs.readdirSync(base).filter((v) => fs.existsSync(path.join(base, v, 'bin', 'initdb'))) : [];
+  versions.sort((x, y) => Number(y) - Number(x));
+  if (!versions.length) throw new Error('PostgreSQL server not found in /usr/lib/postgresql: apt-get install postgresql');
+  const bin = path.join(base, versions[0]!, 'bin');
+  let ids: { uid?: number; gid?: number } = {};
+  if (process.getuid?.() === 0) {
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+    ids = { uid, gid };
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'updraft-js-pg-'));
+  const data = path.join(dir, 'data');
+  const sock = path.join(dir, 'sock');
+  fs.mkdirSync(sock);
+  fs.chmodSync(dir, 0o755);
+  if (ids.uid !== undefined) for (const d of [dir, sock]) fs.chownSync(d, ids.uid, ids.gid!);
+  const env = { PATH: process.env.PATH ?? '', LC_ALL: 'C' };
+  execFileSync(path.join(bin, 'initdb'), ['-D', data, '-U', 'updraft', '-A', 'trust', '-E', 'UTF8', '--no-locale', '--no-sync'], {
+    ...ids,
+    env,
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 60_000,
+  });
+  let last = '';
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    const args = ['-D', data, '-p', String(port), '-k', sock, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'dynamic_shared_memory_type=mmap'];
+    const p = new Proc(path.join(bin, 'postgres'), args, env, `postgres-${port}`, { ...ids, cwd: dir });
+    const pg = new Postgres(p, port, bin, dir);
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline && !p.done) {
+      try {
+        pg.sql('SELECT 1', 'postgres');
+        pg.sql('CREATE DATABASE updraft', 'postgres');
+        return pg;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    last = p.tail();
+    await p.kill();
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  throw new Error(`PostgreSQL did not start:\n${last}`);
 }
