@@ -409,3 +409,31 @@ test('after disconnect() a call connects again lazily and the channels resume fr
   await again;
   assert.deepEqual(statuses, ['connecting', 'connected', 'disconnected', 'reconnecting', 'connected']);
 });
+
+test('a request larger than the server accepts rejects with too_large and is not sent', async () => {
+  const { rt } = client();
+  const ws = await connected(rt);
+  const before = ws.sent.length;
+  await assert.rejects(rt.channel('chat/a').publish('m', { text: 'x'.repeat(70_000) }), (e: UpdraftError) => e.code === 'too_large');
+  assert.equal(ws.sent.length, before);
+  assert.equal(rt.status, 'connected');
+});
+
+test('exceptions in handlers go to onError and do not stop dispatch', async () => {
+  const errors: unknown[] = [];
+  const { rt } = client({ onError: (e) => errors.push(e) });
+  const ws = await connected(rt);
+  const got: number[] = [];
+  void rt
+    .channel('chat/a')
+    .on('m', () => {
+      throw new Error('handler bug');
+    })
+    .on('m', (p) => got.push(p.seq))
+    .subscribe();
+  await flush();
+  ws.reply(ws.lastOf('subscribe'), { epoch: 'e1', seq: 0 });
+  ws.recv({ type: 'event', topic: 'chat/a', event: 'm', epoch: 'e1', seq: 1, ts: 1 }, { type: 'event', topic: 'chat/a', event: 'm', epoch: 'e1', seq: 2, ts: 1 });
+  assert.deepEqual(got, [1, 2]);
+  assert.equal(errors.length, 2);
+});
