@@ -231,7 +231,8 @@ export class RealtimeChannel {
       else {
         const err = fromWire(r.error, 'track failed');
         waiters.forEach((w) => w.reject(err));
-        if (!waiters.length) this.emitStatus({ status: 'error', error: err });
+        // A re-track after a reconnect has nobody waiting: report it.
+        if (!waiters.length) this.rt._report(err);
       }
     });
   }

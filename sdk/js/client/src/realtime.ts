@@ -50,7 +50,11 @@ export interface RealtimeClientOptions {
   WebSocket?: WebSocketConstructor;
   /** How long a request (and a connection attempt) may take. Default 10000 ms. */
   requestTimeoutMs?: number;
-  /** Receives exceptions thrown by handlers and callbacks. Default: console.error. */
+  /**
+   * Receives errors nobody waits for: exceptions thrown by handlers and
+   * callbacks, a failed getToken, a refused token refresh or re-track.
+   * Default: console.error.
+   */
   onError?: (err: unknown) => void;
   /** For tests: the timers to use. */
   clock?: Clock;
@@ -263,8 +267,13 @@ export class RealtimeClient {
     try {
       fn(arg);
     } catch (e) {
-      (this.o.onError ?? console.error)(e);
+      this._report(e);
     }
+  }
+
+  /** @internal Hands an error nobody waits for to onError. */
+  _report(e: unknown): void {
+    (this.o.onError ?? console.error)(e);
   }
 
   /**
@@ -360,7 +369,7 @@ export class RealtimeClient {
       try {
         token = await this.o.getToken();
       } catch (e) {
-        (this.o.onError ?? console.error)(e);
+        this._report(e);
         if (!this.stopErr) this.failed(1006);
         return;
       } finally {
@@ -446,7 +455,7 @@ export class RealtimeClient {
     try {
       token = await this.o.getToken();
     } catch (e) {
-      (this.o.onError ?? console.error)(e);
+      this._report(e);
       return retry();
     }
     if (this.cur !== c) return;
@@ -456,7 +465,7 @@ export class RealtimeClient {
         this.token = token;
         if (this.cur === c) this.scheduleRenew();
       } else {
-        (this.o.onError ?? console.error)(fromWire(r.error, 'refresh refused'));
+        this._report(fromWire(r.error, 'refresh refused'));
         retry();
       }
     });
