@@ -21,7 +21,7 @@ UPDRAFT_JWT_SECRET ?=
 # Tools `make test` needs beyond Go: redis-server always, a C compiler for
 # -race, the PostgreSQL server (initdb, postgres) for the tests that start
 # their own. Add --haproxy here if tests ever start needing it.
-TEST_DEPS := --race --postgres
+TEST_DEPS := --race --postgres --node
 
 # Every Go file we own, for gofmt (testdata may hold deliberately odd code).
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*' \
@@ -33,8 +33,8 @@ GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*'
 help:
 	@echo 'make build    build $(BIN)'
 	@echo 'make run      run one embedded node on $(UPDRAFT_ADDR) (no Redis, anonymous access on)'
-	@echo 'make deps     check (and on Debian/Ubuntu as root, install) redis-server, PostgreSQL and a C compiler'
-	@echo 'make test     go vet, go test -race (e2e: race-checked gateways), then a short fuzz of the protocol decoder and filter parser'
+	@echo 'make deps     check (and on Debian/Ubuntu as root, install) redis-server, PostgreSQL, a C compiler and Node.js 20+'
+	@echo 'make test     go vet, go test -race (e2e: race-checked gateways), a short fuzz of the protocol decoder and filter parser, then the TypeScript SDK tests (sdk/js)'
 	@echo 'make bench    run every Go benchmark, then the updraft bench scenarios (scripts/bench.sh)'
 	@echo 'make cluster  Redis + 3 gateways (127.0.0.1:8081-8083) + haproxy on 127.0.0.1:8080'
 	@echo 'make db       start a throwaway PostgreSQL on 127.0.0.1:55432 (DB_PORT=...) with a sample orders table; prints export DB=...'
@@ -71,6 +71,7 @@ test: deps
 	UPDRAFT_TESTENV_RACE=1 $(GO) test -count=1 -timeout 30m ./e2e
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=300000x -fuzzminimizetime=1s ./protocol
 	$(GO) test -run='^$$' -fuzz='^FuzzParseFilter$$' -fuzztime=200000x -fuzzminimizetime=1s ./protocol
+	cd sdk/js && npm ci --no-audit --no-fund && npm run build && npm test
 
 bench: deps build
 	$(GO) test -run='^$$' -bench=. -benchmem ./...

@@ -9,6 +9,7 @@
 #   scripts/ensure-deps.sh --race     ... and a C compiler (go test -race needs cgo)
 #   scripts/ensure-deps.sh --haproxy  ... and haproxy >= 2.0 (make cluster)
 #   scripts/ensure-deps.sh --postgres ... and the PostgreSQL >= 13 server (initdb, postgres)
+#   scripts/ensure-deps.sh --node     ... and Node.js >= 20 with npm (the TypeScript SDK's tests)
 #   scripts/ensure-deps.sh --postgres-bindir  as --postgres, then print the directory
 #                                     holding initdb, postgres and pg_ctl (make db)
 #
@@ -20,19 +21,21 @@ set -euo pipefail
 want_cc=0
 want_haproxy=0
 want_postgres=0
+want_node=0
 print_bindir=0
 for arg in "$@"; do
 	case $arg in
 	--race) want_cc=1 ;;
 	--haproxy) want_haproxy=1 ;;
 	--postgres) want_postgres=1 ;;
+	--node) want_node=1 ;;
 	--postgres-bindir) want_postgres=1 print_bindir=1 ;;
 	-h | --help)
-		sed -n '2,17s/^# \{0,1\}//p' "$0"
+		sed -n '2,18s/^# \{0,1\}//p' "$0"
 		exit 0
 		;;
 	*)
-		echo "ensure-deps: unknown argument $arg (want --race, --haproxy, --postgres, --postgres-bindir)" >&2
+		echo "ensure-deps: unknown argument $arg (want --race, --haproxy, --postgres, --postgres-bindir, --node)" >&2
 		exit 2
 		;;
 	esac
@@ -94,6 +97,12 @@ postgres_version() {
 	"$1/postgres" --version 2>/dev/null | sed -n 's/^postgres (PostgreSQL) \([0-9][0-9.]*\).*/\1/p'
 }
 
+# node_version prints node's version without its "v" ("20.20.2"), or nothing.
+node_version() {
+	have node || return 0
+	node --version 2>/dev/null | sed -n 's/^v\([0-9][0-9.]*\).*/\1/p'
+}
+
 have_cc() { have "${CC:-cc}" || have gcc || have clang; }
 
 # Each check appends to problems (what is wrong) and, when apt-get can fix
@@ -139,6 +148,19 @@ check() {
 			elif ! version_ge "$v" 13.0; then
 				missing "PostgreSQL $v in $d is too old: $pg_install" postgresql
 			fi
+		fi
+	fi
+	if ((want_node)); then
+		# Debian 12's own nodejs is 18: too old, so the message names
+		# where a newer one comes from when apt cannot help.
+		local node_install="install Node.js 20 or newer with npm: apt-get install nodejs npm (Debian 13, Ubuntu 24.04) / https://nodejs.org/en/download / brew install node"
+		v=$(node_version)
+		if [ -z "$v" ]; then
+			missing "node not found: $node_install" nodejs npm
+		elif ! version_ge "$v" 20.0; then
+			missing "node $v is too old: $node_install" nodejs npm
+		elif ! have npm; then
+			missing "npm not found: $node_install" npm
 		fi
 	fi
 	if ((want_haproxy)); then
