@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -44,6 +46,7 @@ var (
 	errTokenNoSub  = errors.New("token has no sub claim")
 	errSubChanged  = errors.New("a refreshed token must keep the same sub")
 	errTokenExpire = errors.New("token expired")
+	errTokenUTF8   = errors.New("token claims are not valid UTF-8")
 )
 
 // authenticate turns a connect or refresh token into claims. An empty token
@@ -68,6 +71,8 @@ func (s *Server) authenticate(token string) (*Claims, error) {
 		return nil, fmt.Errorf("invalid token: %w", err)
 	case c.Subject == "":
 		return nil, errTokenNoSub
+	case !claimsUTF8(token):
+		return nil, errTokenUTF8
 	}
 	for _, list := range [][]string{c.Subscribe, c.Publish} {
 		for _, p := range list {
@@ -82,6 +87,18 @@ func (s *Server) authenticate(token string) (*Claims, error) {
 	}
 	c.forced = forced
 	return &c, nil
+}
+
+// claimsUTF8 reports whether a token's claims segment is UTF-8. The sub
+// goes into frames (an event's from, a presence member's key), which must
+// be UTF-8; encoding/json would instead turn each bad byte into U+FFFD,
+// making subs that differ only there one identity. So such a token is
+// refused.
+func claimsUTF8(token string) bool {
+	_, rest, _ := strings.Cut(token, ".")
+	payload, _, _ := strings.Cut(rest, ".")
+	b, err := base64.RawURLEncoding.DecodeString(payload)
+	return err == nil && utf8.Valid(b)
 }
 
 // parseForced validates and parses a token's forced filters. Any bad entry
