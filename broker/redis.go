@@ -15,6 +15,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/updraft/updraft/internal/rediserr"
 )
 
 // RedisConfig configures NewRedis.
@@ -556,7 +558,7 @@ func (r *Redis) History(ctx context.Context, topic string, q HistoryQuery) (Hist
 	start, stop, ok := streamRange(q)
 	var meta *redis.SliceCmd
 	var entries *redis.XMessageSliceCmd
-	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		meta = p.HMGet(ctx, metaKey(topic), "epoch", "seq")
 		if !ok {
 			return nil
@@ -571,7 +573,7 @@ func (r *Redis) History(ctx context.Context, topic string, q HistoryQuery) (Hist
 		}
 		return nil
 	})
-	if err != nil {
+	if err = rediserr.TxError(err, cmds); err != nil {
 		return HistoryPage{}, r.fail(ctx, "history", topic, err)
 	}
 	latest, err := parseMeta(meta.Val())
@@ -816,7 +818,8 @@ func (r *Redis) dropBarriers() {
 
 // fail reports a foreground error and wraps it: ErrClosed once closed, the
 // context's error when the caller gave up, ErrUnavailable when Redis could
-// not be reached or answer.
+// not be reached or answer, or answered that it cannot serve for now
+// (LOADING after a restart and the like: see rediserr.Transient).
 func (r *Redis) fail(ctx context.Context, op, topic string, err error) error {
 	if r.closed.Load() {
 		return ErrClosed
@@ -826,7 +829,7 @@ func (r *Redis) fail(ctx context.Context, op, topic string, err error) error {
 	}
 	r.onError(err)
 	var rerr redis.Error
-	if errors.As(err, &rerr) || errors.Is(err, errMalformed) {
+	if (errors.As(err, &rerr) && !rediserr.Transient(err)) || errors.Is(err, errMalformed) {
 		return fmt.Errorf("broker: %s %q: %w", op, topic, err) // Redis answered, with an error or garbage
 	}
 	return fmt.Errorf("broker: %s %q: %w: %w", op, topic, ErrUnavailable, err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/updraft/updraft/internal/rediserr"
 )
 
 // RedisConfig configures NewRedis.
@@ -150,12 +152,12 @@ func (r *Redis) Members(ctx context.Context, topic string) ([]Member, error) {
 	now := strconv.FormatInt(r.now().UnixMilli(), 10)
 	var live *redis.StringSliceCmd
 	var all *redis.MapStringStringCmd
-	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		live = p.ZRangeByScore(ctx, expiryKey(topic), &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
 		all = p.HGetAll(ctx, membersKey(topic))
 		return nil
 	})
-	if err != nil {
+	if err = rediserr.TxError(err, cmds); err != nil {
 		return nil, r.fail(ctx, "members", topic, err)
 	}
 	vals := all.Val()
@@ -290,7 +292,8 @@ func (r *Redis) check(ctx context.Context, op, name string) error {
 
 // fail wraps an error of a Redis call: ErrClosed after Close, the
 // context's error when the caller gave up, ErrUnavailable when Redis could
-// not be reached.
+// not be reached or answered that it cannot serve for now (LOADING after a
+// restart and the like: see rediserr.Transient).
 func (r *Redis) fail(ctx context.Context, op, name string, err error) error {
 	if r.closed.Load() {
 		return ErrClosed
@@ -299,7 +302,7 @@ func (r *Redis) fail(ctx context.Context, op, name string, err error) error {
 		return fmt.Errorf("presence: %s %q: %w", op, name, ctxErr)
 	}
 	var rerr redis.Error
-	if errors.As(err, &rerr) {
+	if errors.As(err, &rerr) && !rediserr.Transient(err) {
 		return fmt.Errorf("presence: %s %q: %w", op, name, err) // Redis answered, with an error
 	}
 	return fmt.Errorf("presence: %s %q: %w: %w", op, name, ErrUnavailable, err)

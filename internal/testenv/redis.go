@@ -147,6 +147,9 @@ func (r *Redis) start() error {
 		"--appendonly", "no",
 		"--daemonize", "no",
 		"--loglevel", "notice",
+		// DEBUG RELOAD (with CONFIG SET key-load-delay) holds Redis in its
+		// LOADING state for as long as a test needs; loopback clients only.
+		"--enable-debug-command", "local",
 	)
 	cmd.Stdout = r.out
 	cmd.Stderr = r.out
