@@ -24,6 +24,11 @@ type RedisConfig struct {
 	// URL locates Redis, e.g. redis://:password@host:6379/0 (see
 	// redis.ParseURL). Required.
 	URL string
+	// Lazy makes NewRedis return without checking that Redis answers, for
+	// a node that may start before its Redis: calls fail with
+	// ErrUnavailable until Redis is up, and the receive loop connects as
+	// soon as it can. Ping tells when Redis answers.
+	Lazy bool
 	// Retention bounds each topic's history; zero fields take their
 	// defaults. Every node of a cluster should use the same values: the
 	// node that publishes applies its own.
@@ -261,8 +266,8 @@ type redisSub struct {
 	users int // guarded by Redis.subsMu: calls holding this *redisSub
 }
 
-// NewRedis connects to Redis, checks it answers and starts the node's
-// receive loop. Close the Redis to stop it.
+// NewRedis connects to Redis, checks it answers (unless cfg.Lazy) and
+// starts the node's receive loop. Close the Redis to stop it.
 func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("broker: RedisConfig.URL is required")
@@ -312,9 +317,11 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if r.onError == nil {
 		r.onError = func(error) {}
 	}
-	if err := r.client.Ping(ctx).Err(); err != nil {
-		_ = r.client.Close()
-		return nil, fmt.Errorf("broker: RedisConfig.URL %q: %w: %w", redactURL(cfg.URL), ErrUnavailable, err)
+	if !cfg.Lazy {
+		if err := r.client.Ping(ctx).Err(); err != nil {
+			_ = r.client.Close()
+			return nil, fmt.Errorf("broker: RedisConfig.URL %q: %w: %w", redactURL(cfg.URL), ErrUnavailable, err)
+		}
 	}
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	r.ps = r.client.Subscribe(context.WithoutCancel(ctx)) // no channel yet: connects on first use

@@ -21,6 +21,10 @@ type RedisConfig struct {
 	// URL locates Redis, e.g. redis://:password@host:6379/0 (see
 	// redis.ParseURL). Required.
 	URL string
+	// Lazy makes NewRedis return without checking that Redis answers, for
+	// a node that may start before its Redis: calls fail with
+	// ErrUnavailable until Redis is up.
+	Lazy bool
 	// Now is the clock; nil means time.Now. Every node of a cluster
 	// compares expiries with its own clock: keep them in sync.
 	Now func() time.Time
@@ -70,8 +74,8 @@ type Redis struct {
 
 var _ Store = (*Redis)(nil)
 
-// NewRedis connects to Redis and checks it answers. Close the Redis to
-// release its connections.
+// NewRedis connects to Redis and checks it answers (unless cfg.Lazy).
+// Close the Redis to release its connections.
 func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("presence: RedisConfig.URL is required")
@@ -84,9 +88,11 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	if err := r.client.Ping(ctx).Err(); err != nil {
-		_ = r.client.Close()
-		return nil, fmt.Errorf("presence: RedisConfig.URL %q: %w: %w", redactURL(cfg.URL), ErrUnavailable, err)
+	if !cfg.Lazy {
+		if err := r.client.Ping(ctx).Err(); err != nil {
+			_ = r.client.Close()
+			return nil, fmt.Errorf("presence: RedisConfig.URL %q: %w: %w", redactURL(cfg.URL), ErrUnavailable, err)
+		}
 	}
 	return r, nil
 }

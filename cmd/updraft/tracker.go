@@ -130,6 +130,7 @@ when UPDRAFT_DATABASE_URL is set.`)
 	}
 	defer log.Sync()
 
+	logRedisThroughZap(log)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	rb, err := broker.NewRedis(rctx, broker.RedisConfig{URL: pc.RedisURL, Logger: log.Named("broker")})
 	cancel()
