@@ -15,6 +15,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/updraft/updraft/internal/rediserr"
 )
 
 // RedisConfig configures NewRedis.
@@ -22,6 +24,11 @@ type RedisConfig struct {
 	// URL locates Redis, e.g. redis://:password@host:6379/0 (see
 	// redis.ParseURL). Required.
 	URL string
+	// Lazy makes NewRedis return without checking that Redis answers, for
+	// a node that may start before its Redis: calls fail with
+	// ErrUnavailable until Redis is up, and the receive loop connects as
+	// soon as it can. Ping tells when Redis answers.
+	Lazy bool
 	// Retention bounds each topic's history; zero fields take their
 	// defaults. Every node of a cluster should use the same values: the
 	// node that publishes applies its own.
@@ -259,8 +266,8 @@ type redisSub struct {
 	users int // guarded by Redis.subsMu: calls holding this *redisSub
 }
 
-// NewRedis connects to Redis, checks it answers and starts the node's
-// receive loop. Close the Redis to stop it.
+// NewRedis connects to Redis, checks it answers (unless cfg.Lazy) and
+// starts the node's receive loop. Close the Redis to stop it.
 func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("broker: RedisConfig.URL is required")
@@ -310,9 +317,11 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if r.onError == nil {
 		r.onError = func(error) {}
 	}
-	if err := r.client.Ping(ctx).Err(); err != nil {
-		_ = r.client.Close()
-		return nil, fmt.Errorf("broker: RedisConfig.URL %q: %w: %w", redactURL(cfg.URL), ErrUnavailable, err)
+	if !cfg.Lazy {
+		if err := r.client.Ping(ctx).Err(); err != nil {
+			_ = r.client.Close()
+			return nil, fmt.Errorf("broker: RedisConfig.URL %q: %w: %w", redactURL(cfg.URL), ErrUnavailable, err)
+		}
 	}
 	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	r.ps = r.client.Subscribe(context.WithoutCancel(ctx)) // no channel yet: connects on first use
@@ -556,7 +565,7 @@ func (r *Redis) History(ctx context.Context, topic string, q HistoryQuery) (Hist
 	start, stop, ok := streamRange(q)
 	var meta *redis.SliceCmd
 	var entries *redis.XMessageSliceCmd
-	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		meta = p.HMGet(ctx, metaKey(topic), "epoch", "seq")
 		if !ok {
 			return nil
@@ -571,7 +580,7 @@ func (r *Redis) History(ctx context.Context, topic string, q HistoryQuery) (Hist
 		}
 		return nil
 	})
-	if err != nil {
+	if err = rediserr.TxError(err, cmds); err != nil {
 		return HistoryPage{}, r.fail(ctx, "history", topic, err)
 	}
 	latest, err := parseMeta(meta.Val())
@@ -816,7 +825,8 @@ func (r *Redis) dropBarriers() {
 
 // fail reports a foreground error and wraps it: ErrClosed once closed, the
 // context's error when the caller gave up, ErrUnavailable when Redis could
-// not be reached or answer.
+// not be reached or answer, or answered that it cannot serve for now
+// (LOADING after a restart and the like: see rediserr.Transient).
 func (r *Redis) fail(ctx context.Context, op, topic string, err error) error {
 	if r.closed.Load() {
 		return ErrClosed
@@ -826,7 +836,7 @@ func (r *Redis) fail(ctx context.Context, op, topic string, err error) error {
 	}
 	r.onError(err)
 	var rerr redis.Error
-	if errors.As(err, &rerr) || errors.Is(err, errMalformed) {
+	if (errors.As(err, &rerr) && !rediserr.Transient(err)) || errors.Is(err, errMalformed) {
 		return fmt.Errorf("broker: %s %q: %w", op, topic, err) // Redis answered, with an error or garbage
 	}
 	return fmt.Errorf("broker: %s %q: %w: %w", op, topic, ErrUnavailable, err)

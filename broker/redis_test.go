@@ -420,6 +420,16 @@ func TestNewRedisConfigErrors(t *testing.T) {
 			t.Errorf("NewRedis(%q) = %v: the password leaks", c.url, err)
 		}
 	}
+
+	// Lazy does not wait for Redis: calls fail with ErrUnavailable.
+	lazy, err := broker.NewRedis(ctx, broker.RedisConfig{URL: "redis://" + closed, Lazy: true})
+	if err != nil {
+		t.Fatalf("lazy NewRedis of a closed port: %v", err)
+	}
+	defer lazy.Close()
+	if err := lazy.Ping(ctx); !errors.Is(err, broker.ErrUnavailable) {
+		t.Errorf("lazy broker's Ping of a closed port = %v, want ErrUnavailable", err)
+	}
 }
 
 // TestRedisSubscriptionsSurviveReconnects: Subscribe and Unsubscribe run

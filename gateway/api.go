@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/updraft/updraft/broker"
 	"github.com/updraft/updraft/protocol"
@@ -134,6 +135,9 @@ func (s *Server) emitPublication(req *emitRequest) (broker.Publication, *apiErro
 		return broker.Publication{}, newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, errNoDurable)
 	}
 	data := req.Data
+	if !utf8.Valid(data) {
+		return broker.Publication{}, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "%s", msgInvalidUTF8Data)
+	}
 	if len(data) > 0 {
 		// Events travel in newline-separated frames: compact pretty-printed
 		// JSON so that it holds no raw newline.
@@ -145,6 +149,11 @@ func (s *Server) emitPublication(req *emitRequest) (broker.Publication, *apiErro
 	}
 	return broker.Publication{Event: req.Event, Data: data, Persist: req.Persist, Durable: req.Durable}, nil
 }
+
+// msgInvalidUTF8Data refuses a message whose data is not UTF-8: events
+// travel in text frames (see protocol.ErrInvalidUTF8). json.Compact and
+// json.RawMessage pass such bytes through, so the HTTP API checks them.
+const msgInvalidUTF8Data = "invalid UTF-8 in data: events travel in UTF-8 text frames; send UTF-8, or \\u escapes"
 
 // publishError is the API's answer to a failed publish.
 func publishError(err error) *apiError {

@@ -1,11 +1,13 @@
 package gateway
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -43,6 +45,7 @@ var (
 	errTokenNoExp  = errors.New("token has no exp claim")
 	errSubChanged  = errors.New("a refreshed token must keep the same sub")
 	errTokenExpire = errors.New("token expired")
+	errTokenUTF8   = errors.New("token claims are not valid UTF-8")
 )
 
 // authenticate turns a connect or refresh token into claims. An empty token
@@ -70,6 +73,8 @@ func (s *Server) authenticate(token string) (*Claims, error) {
 	case c.ExpiresAt == nil:
 		// A token that never expires would work for good once leaked.
 		return nil, errTokenNoExp
+	case !claimsUTF8(token):
+		return nil, errTokenUTF8
 	}
 	for _, list := range [][]string{c.Subscribe, c.Publish} {
 		for _, p := range list {
@@ -84,6 +89,18 @@ func (s *Server) authenticate(token string) (*Claims, error) {
 	}
 	c.forced = forced
 	return &c, nil
+}
+
+// claimsUTF8 reports whether a token's claims segment is UTF-8. The sub
+// goes into frames (an event's from, a presence member's key), which must
+// be UTF-8; encoding/json would instead turn each bad byte into U+FFFD,
+// making subs that differ only there one identity. So such a token is
+// refused.
+func claimsUTF8(token string) bool {
+	_, rest, _ := strings.Cut(token, ".")
+	payload, _, _ := strings.Cut(rest, ".")
+	b, err := base64.RawURLEncoding.DecodeString(payload)
+	return err == nil && utf8.Valid(b)
 }
 
 // parseForced validates and parses a token's forced filters. Any bad entry

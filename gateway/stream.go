@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -388,6 +389,11 @@ func readStream(body io.Reader, maxLine int, items chan<- streamItem, done <-cha
 			if cerr := json.Compact(&buf, line); cerr != nil {
 				send(streamItem{err: &lineError{status: http.StatusBadRequest, code: protocol.CodeBadRequest,
 					message: fmt.Sprintf("line %d: invalid JSON: %v", n, cerr)}})
+				return
+			}
+			if !utf8.Valid(line) {
+				send(streamItem{err: &lineError{status: http.StatusBadRequest, code: protocol.CodeBadRequest,
+					message: fmt.Sprintf("line %d: %s", n, msgInvalidUTF8Data)}})
 				return
 			}
 			if !send(streamItem{data: buf.Bytes()}) {

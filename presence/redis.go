@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/updraft/updraft/internal/rediserr"
 )
 
 // RedisConfig configures NewRedis.
@@ -19,6 +21,10 @@ type RedisConfig struct {
 	// URL locates Redis, e.g. redis://:password@host:6379/0 (see
 	// redis.ParseURL). Required.
 	URL string
+	// Lazy makes NewRedis return without checking that Redis answers, for
+	// a node that may start before its Redis: calls fail with
+	// ErrUnavailable until Redis is up.
+	Lazy bool
 	// Now is the clock; nil means time.Now. Every node of a cluster
 	// compares expiries with its own clock: keep them in sync.
 	Now func() time.Time
@@ -68,8 +74,8 @@ type Redis struct {
 
 var _ Store = (*Redis)(nil)
 
-// NewRedis connects to Redis and checks it answers. Close the Redis to
-// release its connections.
+// NewRedis connects to Redis and checks it answers (unless cfg.Lazy).
+// Close the Redis to release its connections.
 func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("presence: RedisConfig.URL is required")
@@ -82,9 +88,11 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	if err := r.client.Ping(ctx).Err(); err != nil {
-		_ = r.client.Close()
-		return nil, fmt.Errorf("presence: RedisConfig.URL %q: %w: %w", redactURL(cfg.URL), ErrUnavailable, err)
+	if !cfg.Lazy {
+		if err := r.client.Ping(ctx).Err(); err != nil {
+			_ = r.client.Close()
+			return nil, fmt.Errorf("presence: RedisConfig.URL %q: %w: %w", redactURL(cfg.URL), ErrUnavailable, err)
+		}
 	}
 	return r, nil
 }
@@ -150,12 +158,12 @@ func (r *Redis) Members(ctx context.Context, topic string) ([]Member, error) {
 	now := strconv.FormatInt(r.now().UnixMilli(), 10)
 	var live *redis.StringSliceCmd
 	var all *redis.MapStringStringCmd
-	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		live = p.ZRangeByScore(ctx, expiryKey(topic), &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
 		all = p.HGetAll(ctx, membersKey(topic))
 		return nil
 	})
-	if err != nil {
+	if err = rediserr.TxError(err, cmds); err != nil {
 		return nil, r.fail(ctx, "members", topic, err)
 	}
 	vals := all.Val()
@@ -290,7 +298,8 @@ func (r *Redis) check(ctx context.Context, op, name string) error {
 
 // fail wraps an error of a Redis call: ErrClosed after Close, the
 // context's error when the caller gave up, ErrUnavailable when Redis could
-// not be reached.
+// not be reached or answered that it cannot serve for now (LOADING after a
+// restart and the like: see rediserr.Transient).
 func (r *Redis) fail(ctx context.Context, op, name string, err error) error {
 	if r.closed.Load() {
 		return ErrClosed
@@ -299,7 +308,7 @@ func (r *Redis) fail(ctx context.Context, op, name string, err error) error {
 		return fmt.Errorf("presence: %s %q: %w", op, name, ctxErr)
 	}
 	var rerr redis.Error
-	if errors.As(err, &rerr) {
+	if errors.As(err, &rerr) && !rediserr.Transient(err) {
 		return fmt.Errorf("presence: %s %q: %w", op, name, err) // Redis answered, with an error
 	}
 	return fmt.Errorf("presence: %s %q: %w: %w", op, name, ErrUnavailable, err)

@@ -211,7 +211,8 @@ func TestRedisLayout(t *testing.T) {
 }
 
 // TestRedisUnavailable checks that a store whose Redis is gone fails with
-// ErrUnavailable, and that NewRedis refuses an unreachable Redis.
+// ErrUnavailable, that NewRedis refuses an unreachable Redis, and that a
+// Lazy one starts without it.
 func TestRedisUnavailable(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartRedis(t)
@@ -230,6 +231,21 @@ func TestRedisUnavailable(t *testing.T) {
 	}
 	if _, err := presence.NewRedis(ctx, presence.RedisConfig{}); err == nil {
 		t.Error("NewRedis without a URL succeeded")
+	}
+
+	// Lazy: built while Redis is down, failing with ErrUnavailable until
+	// Redis is up, then working.
+	lazy, err := presence.NewRedis(ctx, presence.RedisConfig{URL: "redis://" + srv.Addr(), Lazy: true})
+	if err != nil {
+		t.Fatalf("lazy NewRedis with Redis down: %v", err)
+	}
+	defer lazy.Close()
+	if _, err := lazy.Members(ctx, "t/1"); !errors.Is(err, presence.ErrUnavailable) {
+		t.Errorf("lazy store's Members with Redis down = %v, want ErrUnavailable", err)
+	}
+	srv.Restart(t)
+	if _, err := lazy.Members(ctx, "t/1"); err != nil {
+		t.Errorf("lazy store's Members once Redis is up: %v", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -19,6 +20,12 @@ var (
 	ErrMissingType = errors.New("protocol: missing type")
 	ErrMissingRef  = errors.New("protocol: missing ref")
 	ErrUnknownType = errors.New("protocol: unknown type")
+	// ErrInvalidUTF8: the message holds bytes that are not UTF-8. Every
+	// frame is a text frame, which must be UTF-8 (RFC 6455 section 8.1; a
+	// browser closes a connection that receives anything else with 1007),
+	// so such a message is refused rather than passed on. Escapes such as
+	// \u00ff are UTF-8 and pass.
+	ErrInvalidUTF8 = errors.New("protocol: invalid UTF-8")
 )
 
 // DecodeError is a message that could not be turned into a Request.
@@ -59,18 +66,10 @@ var requestTypes = map[string]bool{
 func DecodeRequest(line []byte) (Request, error) {
 	var r Request
 	if !utf8.Valid(line) {
-		return r, &DecodeError{Err: ErrMalformed, Detail: "not UTF-8"}
+		return r, &DecodeError{Ref: salvageRef(line), Err: ErrInvalidUTF8, Detail: "a message must be UTF-8 text"}
 	}
 	if err := json.Unmarshal(line, &r); err != nil {
-		de := &DecodeError{Err: ErrMalformed, Detail: jsonDetail(err)}
-		// Salvage the ref so the client can match the error to its request.
-		var env struct {
-			Ref string `json:"ref"`
-		}
-		if json.Unmarshal(line, &env) == nil {
-			de.Ref = env.Ref
-		}
-		return Request{}, de
+		return Request{}, &DecodeError{Ref: salvageRef(line), Err: ErrMalformed, Detail: jsonDetail(err)}
 	}
 	switch {
 	case r.Type == "":
@@ -83,6 +82,20 @@ func DecodeRequest(line []byte) (Request, error) {
 		return r, &DecodeError{Err: ErrMalformed, Detail: "ref longer than 64 bytes"}
 	}
 	return r, nil
+}
+
+// salvageRef reads the ref of a message DecodeRequest refuses, so that the
+// client can match the error to its request; "" when there is none, or
+// when it was not UTF-8 (encoding/json replaced bytes: not what the client
+// sent).
+func salvageRef(line []byte) string {
+	var env struct {
+		Ref string `json:"ref"`
+	}
+	if json.Unmarshal(line, &env) != nil || len(env.Ref) > 64 || strings.ContainsRune(env.Ref, utf8.RuneError) {
+		return ""
+	}
+	return env.Ref
 }
 
 func jsonDetail(err error) string {

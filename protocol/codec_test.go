@@ -45,7 +45,10 @@ func TestDecodeRequest(t *testing.T) {
 		{"server type from client", `{"type":"event","ref":"4"}`, ErrUnknownType, "4"},
 		{"missing ref", `{"type":"ping"}`, ErrMissingRef, ""},
 		{"long ref", `{"type":"ping","ref":"` + strings.Repeat("x", 65) + `"}`, ErrMalformed, ""},
-		{"invalid utf8", "{\"type\":\"ping\",\"ref\":\"\xff\"}", ErrMalformed, ""},
+		{"invalid utf8 in ref", "{\"type\":\"ping\",\"ref\":\"\xff\"}", ErrInvalidUTF8, ""},
+		{"invalid utf8 keeps ref", "{\"type\":\"publish\",\"ref\":\"8\",\"topic\":\"chat/x\",\"data\":\"\xff\xfe\"}", ErrInvalidUTF8, "8"},
+		{"invalid utf8 outside strings", "{\"type\":\"ping\",\"ref\":\"8\"}\xff", ErrInvalidUTF8, ""},
+		{"escaped non-ASCII is UTF-8", `{"type":"publish","ref":"8","topic":"chat/x","data":"\u00ff\ud83d\ude00"}`, nil, "8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

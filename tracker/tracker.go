@@ -487,7 +487,7 @@ func (t *Tracker) readCursor(ctx context.Context, lease broker.Lease) (cursor, e
 	if _, err := t.coord.PublishFenced(ctx, lease, nil, c.String()); err != nil {
 		return cursor{}, err
 	}
-	t.log.Info("tracker: no cursor in Redis, starting from the "+from, zap.String("cursor", s))
+	t.log.Info("tracker: the broker holds no cursor, starting from the "+from, zap.String("cursor", s))
 	t.copyCursor(ctx, c)
 	return c, nil
 }

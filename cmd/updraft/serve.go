@@ -181,9 +181,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		b = mem
 	} else {
 		mode = "cluster (Redis)"
+		logRedisThroughZap(log)
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rb, err := broker.NewRedis(rctx, broker.RedisConfig{
-			URL: cfg.RedisURL, Retention: retention, Handler: deliver, OnSignal: signal, Logger: log.Named("broker"),
+			URL: cfg.RedisURL, Lazy: true, // checkRedis below: a node may start before its Redis
+			Retention: retention, Handler: deliver, OnSignal: signal, Logger: log.Named("broker"),
 			OnError: func(err error) {
 				if gw := gwp.Load(); gw != nil {
 					gw.RedisError(err)
@@ -204,6 +206,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return fmt.Errorf("UPDRAFT_REDIS_URL: %w", err)
 		}
+		if err := checkRedis(ctx, rb, log); err != nil {
+			rb.Close()
+			return fmt.Errorf("UPDRAFT_REDIS_URL: %w", err)
+		}
 		b = rb
 	}
 	defer b.Close()
@@ -211,7 +217,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var pres presence.Store = presence.NewMemory(presence.MemoryConfig{})
 	if cfg.RedisURL != "" {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		rp, err := presence.NewRedis(pctx, presence.RedisConfig{URL: cfg.RedisURL})
+		rp, err := presence.NewRedis(pctx, presence.RedisConfig{URL: cfg.RedisURL, Lazy: true})
 		cancel()
 		if err != nil {
 			return fmt.Errorf("UPDRAFT_REDIS_URL: %w", err)

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/updraft/updraft/internal/testenv"
 )
 
 // setenv sets the UPDRAFT_* variables of one case, clearing the others
@@ -97,5 +100,31 @@ func TestServeRefusesTakenMetricsAddr(t *testing.T) {
 	var stderr strings.Builder
 	if code := run([]string{"serve"}, &strings.Builder{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "UPDRAFT_METRICS_ADDR") {
 		t.Fatalf("exit %d, stderr %q: want 1 and a message naming UPDRAFT_METRICS_ADDR", code, stderr.String())
+	}
+}
+
+// TestServeRefusesWrongRedisSettings: a Redis that answers but refuses the
+// URL's password or database is a mistake to name at once, unlike a Redis
+// that is down, which a gateway waits for (e2e TestServeWaitsForRedis).
+func TestServeRefusesWrongRedisSettings(t *testing.T) {
+	r := testenv.StartRedis(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Client(t).ConfigSet(ctx, "requirepass", "s3cret").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, url := range []string{"redis://:wrong@" + r.Addr() + "/0", "redis://:s3cret@" + r.Addr() + "/99"} {
+		setenv(t, map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_REDIS_URL": url, "UPDRAFT_ADDR": "127.0.0.1:0"})
+		var stderr testenv.SyncBuffer
+		exit := make(chan int, 1)
+		go func() { exit <- run([]string{"serve"}, &strings.Builder{}, &stderr) }()
+		select {
+		case code := <-exit:
+			if code != 1 || !strings.Contains(stderr.String(), "UPDRAFT_REDIS_URL") {
+				t.Errorf("%s: exit %d, stderr %q: want 1 and a message naming UPDRAFT_REDIS_URL", url, code, stderr.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: serve still running after 30s; stderr %q", url, stderr.String())
+		}
 	}
 }

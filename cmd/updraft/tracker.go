@@ -151,6 +151,7 @@ when UPDRAFT_DATABASE_URL is set.`)
 	log = log.With(zap.String("node", tc.NodeID)) // every line: which tracker said it
 	warnUnknownEnv(log, os.Environ())
 
+	logRedisThroughZap(log)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	rb, err := broker.NewRedis(rctx, broker.RedisConfig{URL: pc.RedisURL, Logger: log.Named("broker")})
 	cancel()

@@ -170,6 +170,9 @@ func (r *Redis) start() error {
 		"--save", "",
 		"--daemonize", "no",
 		"--loglevel", "notice",
+		// DEBUG RELOAD (with CONFIG SET key-load-delay) holds Redis in its
+		// LOADING state for as long as a test needs; loopback clients only.
+		"--enable-debug-command", "local",
 	}, aof...)
 	cmd := exec.Command(r.bin, args...)
 	cmd.Stdout = r.out

@@ -205,7 +205,21 @@ func StartLoadNode(t testing.TB, env map[string]string) *Node {
 	return startNode(t, binary(t, false), "serve", env)
 }
 
+// StartNodeUnready is StartNode for a node that cannot be ready yet, such
+// as one whose Redis is down: it returns once GET /healthz answers 200.
+func StartNodeUnready(t testing.TB, env map[string]string) *Node {
+	t.Helper()
+	return startNodeUntil(t, Binary(t), "serve", "/healthz", env)
+}
+
 func startNode(t testing.TB, bin, command string, env map[string]string) *Node {
+	t.Helper()
+	return startNodeUntil(t, bin, command, "", env)
+}
+
+// startNodeUntil starts a node and waits until GET ready answers 200; ""
+// means the command's own ready path.
+func startNodeUntil(t testing.TB, bin, command, ready string, env map[string]string) *Node {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		addr, picked := env["UPDRAFT_ADDR"], false
@@ -213,6 +227,9 @@ func startNode(t testing.TB, bin, command string, env map[string]string) *Node {
 			addr, picked = fmt.Sprintf("127.0.0.1:%d", FreePort(t)), true
 		}
 		n := start(t, bin, command, addr, env)
+		if ready != "" {
+			n.ready = ready
+		}
 		err := n.waitReady(readyTimeout)
 		if err == nil {
 			return n
