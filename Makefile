@@ -43,8 +43,12 @@ help:
 	@echo 'make lint     fail on unformatted files, go vet (and staticcheck if installed)'
 	@echo 'make clean    remove bin/ and tmp/cluster/'
 
+# The version `updraft version` prints: git's description of the checkout,
+# since builds here may run with -buildvcs=false and so carry no revision.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/updraft
+	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN) ./cmd/updraft
 
 # What the hint shows: the CLI's default URLs point at 127.0.0.1:8080; any
 # other address needs --url. A set API key is shown as $UPDRAFT_API_KEY.

@@ -23,7 +23,8 @@
 # CLUSTER_TRACKER_PORT (8091, the first tracker's). UPDRAFT_* variables
 # reach the gateways; unset, these default to UPDRAFT_ALLOW_ANONYMOUS=true,
 # UPDRAFT_API_KEY=dev-key, UPDRAFT_JWT_SECRET=dev-secret,
-# UPDRAFT_DRAIN_TIMEOUT=5s.
+# UPDRAFT_DRAIN_TIMEOUT=5s and, as under make run, UPDRAFT_ALLOWED_ORIGINS
+# to the loopback origins on any port (a local dev server's pages).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -42,6 +43,7 @@ export UPDRAFT_ALLOW_ANONYMOUS=${UPDRAFT_ALLOW_ANONYMOUS:-true}
 export UPDRAFT_API_KEY=${UPDRAFT_API_KEY:-dev-key}
 export UPDRAFT_JWT_SECRET=${UPDRAFT_JWT_SECRET:-dev-secret}
 export UPDRAFT_DRAIN_TIMEOUT=${UPDRAFT_DRAIN_TIMEOUT:-5s}
+export UPDRAFT_ALLOWED_ORIGINS=${UPDRAFT_ALLOWED_ORIGINS:-http://localhost:*,http://127.0.0.1:*,http://[::1]:*}
 export UPDRAFT_REDIS_URL=redis://127.0.0.1:$redis_port/0
 
 say() { echo "cluster: $*" >&2; }
