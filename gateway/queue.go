@@ -40,7 +40,7 @@ type sendQueue struct {
 	// inflight is what the running writer took and is writing; it is
 	// released at the writer's next take, or when it ends. Guarded by mu.
 	inflight int
-	done  bool     // guarded by mu; no pushes accepted any more
+	done     bool // guarded by mu; no pushes accepted any more
 	// writing is set while a writer runs: from the push that started it
 	// until its take finds nothing left. Guarded by mu.
 	writing bool
