@@ -208,6 +208,12 @@ func TestBrokerHistoryReachesIntoStore(t *testing.T) {
 	if err != nil || len(page.Messages) != 50 || page.Messages[0].Seq != 51 || page.Messages[49].Seq != 100 {
 		t.Fatalf("after 50: %d messages %v", len(page.Messages), err)
 	}
+	// With a limit the inner broker's 10 would fill, the store's are
+	// still the oldest after After.
+	page, err = b.History(ctx, "chat/room", broker.HistoryQuery{After: 50, Limit: 10})
+	if err != nil || len(page.Messages) != 10 || page.Messages[0].Seq != 51 || page.Messages[9].Seq != 60 {
+		t.Fatalf("after 50 limit 10: %d messages %v", len(page.Messages), err)
+	}
 	if n := count(t, s, "news/y", mustLatest(t, s, "news/y").Epoch); n != 1 {
 		t.Fatalf("durable publish on a non-persistent topic stored %d", n)
 	}
