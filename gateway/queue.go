@@ -145,6 +145,12 @@ func (q *sendQueue) shut(gone bool) {
 	}
 	q.mu.Unlock()
 	q.writers.Wait() // no Add after done: safe
+	// What a writer that failed left queued (the disconnect of a client
+	// that stopped reading) will never be written.
+	q.mu.Lock()
+	q.dropLocked()
+	q.items = nil
+	q.mu.Unlock()
 }
 
 // finish stops further pushes and asks the writer to close the connection

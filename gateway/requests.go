@@ -317,8 +317,7 @@ func (s *Server) catchUp(ctx context.Context, topic string, since *protocol.Posi
 		cu.latest = page.Latest
 		sameEpoch := since.Epoch == page.Latest.Epoch || since.Epoch == "" && since.Seq == 0
 		inReach := since.Seq <= page.Latest.Seq && page.Latest.Seq-since.Seq <= uint64(s.cfg.MaxRecovery)
-		complete := since.Seq == page.Latest.Seq ||
-			len(page.Messages) > 0 && page.Messages[0].Seq == since.Seq+1
+		complete := since.Seq == page.Latest.Seq || len(page.Messages) > 0 && follows(page.Messages, since.Seq)
 		if !sameEpoch || !inReach || !complete {
 			cu.from = page.Latest
 			return cu, nil
@@ -355,6 +354,16 @@ func filterMessages(msgs []broker.Message, f protocol.Filter) []broker.Message {
 	return kept
 }
 
+// follows reports whether msgs run from seq after+1 without a gap.
+func follows(msgs []broker.Message, after uint64) bool {
+	for i := range msgs {
+		if msgs[i].Seq != after+uint64(i)+1 {
+			return false
+		}
+	}
+	return true
+}
+
 // errReplayBroken: a later page of a replay could not be read, or history
 // no longer held it.
 var errReplayBroken = errors.New("gateway: replay could not be completed")
@@ -382,7 +391,7 @@ func (sess *session) replay(cu *catchUp, filter protocol.Filter) error {
 			return fmt.Errorf("%w: %w", errReplayBroken, err)
 		case page.Latest.Epoch != cu.latest.Epoch:
 			return fmt.Errorf("%w: %s began a new epoch", errReplayBroken, cu.topic)
-		case cu.contiguous && (len(page.Messages) == 0 || page.Messages[0].Seq != cu.from.Seq+1):
+		case cu.contiguous && (len(page.Messages) == 0 || !follows(page.Messages, cu.from.Seq)):
 			return fmt.Errorf("%w: history of %s no longer holds seq %d", errReplayBroken, cu.topic, cu.from.Seq+1)
 		}
 		cu.took(page.Messages)

@@ -399,3 +399,18 @@ func TestSendQueueNodeCap(t *testing.T) {
 		t.Fatalf("node counts %d bytes after both queues went, want 0", got)
 	}
 }
+
+// A writer that fails leaves what is queued behind (the disconnect of a
+// client that stopped reading); shut forgets it, and so does the node.
+func TestSendQueueShutDropsWhatAFailedWriterLeft(t *testing.T) {
+	node := &nodeBytes{max: 1 << 20}
+	q := newSendQueue(10, 1000, node)
+	q.push([]byte("frame"))
+	q.take(nil) // being written
+	q.finish(4008, "slow consumer", []byte("bye"), true)
+	q.writerDone() // the write failed
+	q.shut(false)
+	if got := node.n.Load(); got != 0 {
+		t.Fatalf("node counts %d bytes after the session ended, want 0", got)
+	}
+}
