@@ -23,7 +23,8 @@ import (
 // queue dropped them): what a writer took stays counted while it writes,
 // so a client that never reads holds at most maxBytes of the node's
 // memory, not maxBytes queued plus a frame being written. Every queue of a
-// node also counts in the node's total (nodeBytes).
+// node also counts in the node's total (nodeBytes), in slices of
+// nodeCredit bytes so that most pushes touch no shared counter.
 type sendQueue struct {
 	maxItems int
 	maxBytes int
@@ -40,7 +41,10 @@ type sendQueue struct {
 	// inflight is what the running writer took and is writing; it is
 	// released at the writer's next take, or when it ends. Guarded by mu.
 	inflight int
-	done     bool // guarded by mu; no pushes accepted any more
+	// credit is what q holds of the node's total beyond bytes: the queue
+	// counts bytes+credit there. Guarded by mu.
+	credit int
+	done   bool // guarded by mu; no pushes accepted any more
 	// writing is set while a writer runs: from the push that started it
 	// until its take finds nothing left. Guarded by mu.
 	writing bool
@@ -53,11 +57,58 @@ type sendQueue struct {
 }
 
 // nodeBytes is the node's total of queued bytes, across connections,
-// against its cap (Config.NodeQueueBytes). One atomic add per push and one
-// per take keep it.
+// against its cap (Config.NodeQueueBytes). A queue reserves from it a
+// slice (nodeCredit) more than it needs and pushes from that credit until
+// it runs out; a queue going idle hands its credit back. So the total is
+// what is queued plus at most nodeCredit per busy connection, and a push
+// touches the shared counter about once per nodeCredit bytes.
 type nodeBytes struct {
 	n   atomic.Int64
 	max int64
+}
+
+// nodeCredit is the slice of the node's total a queue reserves at once.
+const nodeCredit = 8 << 10
+
+// reserve takes n bytes of the node's total for q: from its credit when
+// that is enough, else from the node (with a slice more as credit, when
+// the node has room for it). It reports false when the node is full.
+// q.mu must be held.
+func (q *sendQueue) reserve(n int) bool {
+	if q.credit < n {
+		need := int64(n - q.credit)
+		if q.node.n.Add(need+nodeCredit) <= q.node.max {
+			q.credit += int(need) + nodeCredit
+		} else {
+			// No room for a slice: just what is needed, if that fits.
+			if q.node.n.Add(-nodeCredit) > q.node.max {
+				q.node.n.Add(-need)
+				return false
+			}
+			q.credit += int(need)
+		}
+	}
+	q.credit -= n
+	return true
+}
+
+// unreserve returns n bytes to q's credit, handing what goes past two
+// slices back to the node. q.mu must be held.
+func (q *sendQueue) unreserve(n int) {
+	q.credit += n
+	if q.credit > 2*nodeCredit {
+		q.node.n.Add(-int64(q.credit - nodeCredit))
+		q.credit = nodeCredit
+	}
+}
+
+// returnCredit hands all of q's credit back to the node: q is idle or
+// gone. q.mu must be held.
+func (q *sendQueue) returnCredit() {
+	if q.credit > 0 {
+		q.node.n.Add(-int64(q.credit))
+		q.credit = 0
+	}
 }
 
 func newSendQueue(maxItems, maxBytes int, node *nodeBytes) *sendQueue {
@@ -78,8 +129,7 @@ func (q *sendQueue) push(b []byte) (ok, full, start bool) {
 	if len(q.items) >= q.maxItems || q.bytes+len(b) > q.maxBytes {
 		return false, true, false
 	}
-	if q.node.n.Add(int64(len(b))) > q.node.max {
-		q.node.n.Add(-int64(len(b)))
+	if !q.reserve(len(b)) {
 		return false, true, false
 	}
 	if q.items == nil {
@@ -95,9 +145,7 @@ func (q *sendQueue) push(b []byte) (ok, full, start bool) {
 func (q *sendQueue) dropLocked() {
 	clear(q.items)
 	q.items = q.items[:0]
-	if n := q.bytes - q.inflight; n > 0 {
-		q.node.n.Add(-int64(n))
-	}
+	q.unreserve(q.bytes - q.inflight)
 	q.bytes = q.inflight
 }
 
@@ -105,7 +153,7 @@ func (q *sendQueue) dropLocked() {
 // never be. q.mu must be held.
 func (q *sendQueue) releaseLocked() {
 	if q.inflight > 0 {
-		q.node.n.Add(-int64(q.inflight))
+		q.unreserve(q.inflight)
 		q.bytes -= q.inflight
 		q.inflight = 0
 	}
@@ -150,6 +198,7 @@ func (q *sendQueue) shut(gone bool) {
 	q.mu.Lock()
 	q.dropLocked()
 	q.items = nil
+	q.returnCredit()
 	q.mu.Unlock()
 }
 
@@ -231,6 +280,7 @@ func (q *sendQueue) take(dst [][]byte) (items [][]byte, done bool, code int, rea
 		if cap(q.items) > idleItemsCap {
 			q.poolItems() // an idle connection keeps no large backlog array
 		}
+		q.returnCredit()
 		q.mu.Unlock()
 		if freed {
 			q.signalTaken()

@@ -351,13 +351,14 @@ func TestSendQueueCountsUntilWritten(t *testing.T) {
 	if ok, _, _ := q.push(make([]byte, 40)); !ok {
 		t.Fatal("a push within maxBytes, what is being written counted, must fit")
 	}
-	if got := node.n.Load(); got != 100 {
-		t.Fatalf("node counts %d bytes, want 100", got)
+	if got := node.n.Load(); got < 100 || got > 100+nodeCredit {
+		t.Fatalf("node counts %d bytes, want 100 and at most a slice of credit", got)
 	}
 	items, _, _, _, _ = q.take(items[:0]) // the 60 are written
-	if len(items) != 1 || node.n.Load() != 40 {
-		t.Fatalf("after the next take: %d items, node counts %d bytes, want 1 and 40", len(items), node.n.Load())
+	if q.mu.Lock(); len(items) != 1 || q.bytes != 40 {
+		t.Fatalf("after the next take: %d items, %d bytes counted, want 1 and 40", len(items), q.bytes)
 	}
+	q.mu.Unlock()
 	if _, _, _, _, stop := q.take(items[:0]); !stop || node.n.Load() != 0 {
 		t.Fatalf("after the idle take the node counts %d bytes, want 0", node.n.Load())
 	}
@@ -375,6 +376,25 @@ func TestSendQueueCountsUntilWritten(t *testing.T) {
 	}
 }
 
+// A busy queue holds at most two slices of credit beyond what it queues;
+// an idle one holds none.
+func TestSendQueueCredit(t *testing.T) {
+	node := &nodeBytes{max: 1 << 30}
+	q := newSendQueue(10000, 1<<20, node)
+	var items [][]byte
+	for range 1000 {
+		q.push(make([]byte, 100))
+		items, _, _, _, _ = q.take(items[:0])
+		if got := node.n.Load(); got > 100+2*nodeCredit {
+			t.Fatalf("a busy queue with 100 bytes in flight holds %d of the node", got)
+		}
+	}
+	if _, _, _, _, stop := q.take(items[:0]); !stop || node.n.Load() != 0 {
+		t.Fatalf("an idle queue holds %d of the node, want 0", node.n.Load())
+	}
+	q.writers.Done()
+}
+
 // Past the node's cap a push reports full, whichever queue it is on.
 func TestSendQueueNodeCap(t *testing.T) {
 	node := &nodeBytes{max: 100}
@@ -389,7 +409,7 @@ func TestSendQueueNodeCap(t *testing.T) {
 		t.Fatal("a push within the node's cap must fit")
 	}
 	if got := node.n.Load(); got != 100 {
-		t.Fatalf("node counts %d bytes, want 100", got)
+		t.Fatalf("node counts %d bytes, want 100 (no room for credit)", got)
 	}
 	a.writers.Done() // the writers the first pushes started, never run
 	b.writers.Done()
