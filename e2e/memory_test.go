@@ -344,6 +344,11 @@ func TestHistoryRepliesBoundedByOutbox(t *testing.T) {
 	t.Logf("%d connections x %d history requests of 1000 x 60 KB: queued at most %.0f MB (cap %d MB); heap in use %.0f -> peak %.0f -> %.0f MB after close -> %.0f MB after GC (idle %.0f MB, released %.0f MB); RSS %.0f -> %.0f -> %.0f -> %.0f MB",
 		conns, asks, peakQueued/1e6, nodeCap>>20, heap0/1e6, peakHeap/1e6, heapAfter/1e6, heapGC/1e6, idleGC/1e6, releasedGC/1e6,
 		rss0/1e6, rssPeak/1e6, rssAfter/1e6, rssGC/1e6)
+	// Not a leak: once collected, the heap is back near where it began.
+	// What stays resident is the runtime's (see docs/benchmarks.md).
+	if heapGC-heap0 > 100e6 {
+		t.Fatalf("%.0f MB more heap in use after the connections closed and a collection", (heapGC-heap0)/1e6)
+	}
 	if peakHeap-heap0 > 1e9 {
 		t.Fatalf("the heap grew by %.0f MB for %d connections that never read", (peakHeap-heap0)/1e6, conns)
 	}
