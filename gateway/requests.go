@@ -324,11 +324,7 @@ func (s *Server) catchUp(ctx context.Context, topic string, since *protocol.Posi
 		}
 		cu.recovered, cu.contiguous = true, true
 		cu.from.Epoch = page.Latest.Epoch
-		msgs := page.Messages
-		for len(msgs) > 0 && msgs[len(msgs)-1].Seq > page.Latest.Seq {
-			msgs = msgs[:len(msgs)-1] // not possible with a consistent read; kept for safety
-		}
-		cu.took(msgs)
+		cu.took(page.Messages)
 	default:
 		latest, err := s.cfg.Broker.Latest(ctx, topic)
 		if err != nil {
