@@ -126,11 +126,13 @@ func (b *Broker) History(ctx context.Context, topic string, q broker.HistoryQuer
 	case r.Before <= r.After+1:
 		return page, nil // nothing missing below what the inner broker gave
 	case q.After > 0:
-		// Oldest first: the store fills the start of the range; the inner
-		// broker's messages follow.
-		if q.Limit > 0 && len(page.Messages) >= q.Limit {
-			return page, nil
-		}
+		// Oldest first: the store fills the start of the range, however
+		// many the inner broker returned (they are the newest of the
+		// range, not the oldest); the inner broker's messages follow. The
+		// store reads no more than the limit: without one it would read
+		// every stored message from After up to where the inner broker's
+		// history begins (LIMIT 2^30), to have most of them cut off below.
+		r.Limit = q.Limit
 	case q.Limit > 0:
 		if len(page.Messages) >= q.Limit {
 			return page, nil

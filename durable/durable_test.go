@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -206,6 +208,12 @@ func TestBrokerHistoryReachesIntoStore(t *testing.T) {
 	if err != nil || len(page.Messages) != 50 || page.Messages[0].Seq != 51 || page.Messages[49].Seq != 100 {
 		t.Fatalf("after 50: %d messages %v", len(page.Messages), err)
 	}
+	// With a limit the inner broker's 10 would fill, the store's are
+	// still the oldest after After.
+	page, err = b.History(ctx, "chat/room", broker.HistoryQuery{After: 50, Limit: 10})
+	if err != nil || len(page.Messages) != 10 || page.Messages[0].Seq != 51 || page.Messages[9].Seq != 60 {
+		t.Fatalf("after 50 limit 10: %d messages %v", len(page.Messages), err)
+	}
 	if n := count(t, s, "news/y", mustLatest(t, s, "news/y").Epoch); n != 1 {
 		t.Fatalf("durable publish on a non-persistent topic stored %d", n)
 	}
@@ -231,4 +239,42 @@ func mustLatest(t *testing.T, s *Store, topic string) broker.Position {
 		t.Fatal(err)
 	}
 	return pos
+}
+
+// TestBrokerHistoryAfterReadsOnlyTheLimit: a recovery read (after, with a
+// limit) of a persistent topic whose inner history holds only the newest
+// messages reads no more than the limit from PostgreSQL. It used to read
+// every stored row from after up to the inner history (LIMIT 2^30) and cut
+// them off in memory: 150,000 messages took 215 MB for one subscribe.
+func TestBrokerHistoryAfterReadsOnlyTheLimit(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	s := openStore(t, pg.URL(), Config{})
+	ctx := context.Background()
+	mem := broker.NewMemory(broker.MemoryConfig{Retention: broker.Retention{Size: 10}})
+	defer mem.Close()
+	b, err := Wrap(mem, s, []string{"chat/**"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 20000
+	data := json.RawMessage(`"` + strings.Repeat("x", 1000) + `"`)
+	items := make([]broker.Item, total)
+	for i := range items {
+		items[i] = broker.Item{Topic: "chat/big", Publication: broker.Publication{Event: "m", Data: data, Durable: i == total-1}}
+	}
+	if _, err := b.PublishBatch(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	// What the read allocates is what it read: 20 MB for every stored
+	// row, 100 KB for the 100 asked for.
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	page, err := b.History(ctx, "chat/big", broker.HistoryQuery{After: 1, Limit: 100})
+	runtime.ReadMemStats(&m1)
+	if err != nil || len(page.Messages) != 100 || page.Messages[0].Seq != 2 || page.Messages[99].Seq != 101 {
+		t.Fatalf("after 1 limit 100: %d messages %v", len(page.Messages), err)
+	}
+	if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > 4<<20 {
+		t.Fatalf("reading 100 messages of 1 KB allocated %d MB", alloc>>20)
+	}
 }

@@ -274,7 +274,9 @@ func (s *Store) insert(ctx context.Context, batch []pending) error {
 
 // Range selects stored messages of one topic and epoch: seq > After (when
 // non-zero) and seq < Before (when non-zero). With After the oldest Limit
-// are returned, otherwise the newest; always ascending by seq.
+// are returned, otherwise the newest; always ascending by seq. A zero Limit
+// reads every row in the range: callers that serve clients bound the range
+// or set a limit.
 type Range struct {
 	Epoch         string
 	After, Before uint64

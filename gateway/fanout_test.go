@@ -21,7 +21,7 @@ func newTestBroker(t testing.TB, h broker.Handler) *broker.Memory {
 // busyQueue is an outbox whose writer counts as running, so that pushes
 // start none: the tests of connection-less sessions read it with take.
 func busyQueue(items int) *sendQueue {
-	q := newSendQueue(items, DefaultSendQueueBytes)
+	q := newSendQueue(items, DefaultSendQueueBytes, unlimitedNode())
 	q.writing = true
 	return q
 }

@@ -25,7 +25,7 @@ type metrics struct {
 	presenceEvents   *prometheus.CounterVec // by event: join, update, leave
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, queued *nodeBytes) *metrics {
 	m := &metrics{
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "updraft_connections", Help: "Open WebSocket connections on this node.",
@@ -69,6 +69,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "updraft_gap_messages_lost_total", Help: "Messages the broker's live stream lost that history no longer held.",
 		}),
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "updraft_queued_bytes", Help: "Bytes queued for this node's connections, being written included (capped by UPDRAFT_NODE_QUEUE_BYTES).",
+	}, func() float64 { return float64(queued.n.Load()) }))
 	m.messagesInClient = m.messagesIn.WithLabelValues("client")
 	m.messagesInHTTP = m.messagesIn.WithLabelValues("http")
 	reg.MustRegister(m.connections, m.subscriptions, m.messagesIn, m.messagesOut, m.fanout,

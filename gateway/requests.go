@@ -102,11 +102,19 @@ func (sess *session) armExpiry() {
 	})
 }
 
-// maxRewind caps rewind, and maxRecover the messages since may replay (a
-// persistent topic's history can be far longer than anyone should replay).
+// maxRewind caps rewind. Config.MaxRecovery caps the messages since may
+// replay (a persistent topic's history can be far longer than anyone
+// should replay).
+const maxRewind = 100000
+
+// Recovered and rewound history is read and sent a page at a time, each
+// page sent before the next is read, so that a catch-up holds one page
+// however long the gap: at most recoveryPage messages, and about
+// recoveryPageBytes (the page size follows the size of the messages of
+// the page before; the first assumes messages of MaxMessage bytes).
 const (
-	maxRewind  = 100000
-	maxRecover = 100000
+	recoveryPage      = 1000
+	recoveryPageBytes = 4 << 20
 )
 
 const errNoDurable = "durable history is not configured on this server (UPDRAFT_DATABASE_URL)"
@@ -216,10 +224,15 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 		res.Members = membersOf(ms)
 	}
 	sess.replyOK(req.Ref, res)
-	// Filtering after catchUp leaves cu.from where the history read ended,
-	// whether or not its last message passed the filter.
-	if err := sess.sendHistory(filterMessages(cu.messages, filter)); err != nil {
-		if !errors.Is(err, errQueueClosed) {
+	if err := sess.replay(&cu, filter); err != nil {
+		switch {
+		case errors.Is(err, errQueueClosed):
+		case errors.Is(err, errReplayBroken):
+			// The reply promised every message: the client must come
+			// back with since rather than miss some.
+			sess.logger().Warn("replay cut short", zap.String("topic", topic), zap.Error(err))
+			sess.slowConsumer()
+		default:
 			sess.slowConsumer()
 		}
 		return
@@ -227,54 +240,105 @@ func (sess *session) handleSubscribe(req *protocol.Request) {
 	sub.release(cu.from)
 }
 
-// catchUpResult is what a new subscription gets before live messages.
-type catchUpResult struct {
+// catchUp is a new subscription's way to live delivery: the topic's
+// position, and for since or rewind the history to replay first, read a
+// page at a time (see recoveryPage).
+type catchUp struct {
+	topic     string
 	latest    broker.Position  // the topic's position when read
-	messages  []broker.Message // history to deliver first, ascending
-	from      broker.Position  // live delivery continues after this
-	recovered bool
+	recovered bool             // for the reply
+	page      []broker.Message // read, not yet sent; ascending
+	// from is the last position read: live delivery continues after it,
+	// and the next page starts after it.
+	from broker.Position
+	// contiguous: the next page must start right after from (a gap is
+	// lost history). Rewind's first read may start above its window, as
+	// history retains less than asked.
+	contiguous bool
+	window     int // seqs the next page spans
 }
 
-// catchUp reads the topic's position and, for since or rewind, the history
-// to deliver. since recovers only within the topic's current epoch, and
+// more reports whether pages remain to be read after page.
+func (cu *catchUp) more() bool {
+	return cu.recovered && cu.from.Seq < cu.latest.Seq
+}
+
+// query is the read of the window after cu.from, bounded above by the
+// latest position (what comes later is held live).
+func (cu *catchUp) query() broker.HistoryQuery {
+	hi := min(cu.from.Seq+uint64(cu.window), cu.latest.Seq)
+	return broker.HistoryQuery{After: cu.from.Seq, Before: hi + 1, Limit: cu.window}
+}
+
+// took records page as read: from moves to its end (or, for an empty
+// page, past the window it covered), and the next window is sized after
+// its messages.
+func (cu *catchUp) took(page []broker.Message) {
+	cu.page = page
+	if len(page) == 0 {
+		cu.from.Seq = min(cu.from.Seq+uint64(cu.window), cu.latest.Seq)
+		return
+	}
+	cu.from = page[len(page)-1].Position
+	cu.window = pageWindow(page, recoveryPageBytes, recoveryPage)
+}
+
+// catchUp reads the topic's position and, for since or rewind, the first
+// page of history to deliver. since recovers only within the topic's
+// current epoch, when the gap is at most Config.MaxRecovery messages, and
 // only when history still holds every message after since.Seq; otherwise
-// nothing is replayed and recovered is false. since {"", 0} means from
-// the start of the retained history.
-func (s *Server) catchUp(ctx context.Context, topic string, since *protocol.Position, rewind int) (catchUpResult, error) {
-	var r catchUpResult
+// nothing is replayed and recovered is false. since {"", 0} means from the
+// start of the retained history.
+func (s *Server) catchUp(ctx context.Context, topic string, since *protocol.Position, rewind int) (catchUp, error) {
+	cu := catchUp{topic: topic, window: max(1, min(recoveryPage, recoveryPageBytes/s.cfg.MaxMessage))}
 	switch {
 	case rewind > 0:
-		page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{Limit: rewind})
+		latest, err := s.cfg.Broker.Latest(ctx, topic)
 		if err != nil {
-			return r, err
+			return cu, err
 		}
-		r.latest, r.messages, r.recovered = page.Latest, page.Messages, true
+		cu.latest, cu.recovered = latest, true
+		cu.from = broker.Position{Epoch: latest.Epoch, Seq: latest.Seq - min(latest.Seq, uint64(rewind))}
+		if !cu.more() {
+			return cu, nil
+		}
+		page, err := s.cfg.Broker.History(ctx, topic, cu.query())
+		if err != nil {
+			return cu, err
+		}
+		cu.took(page.Messages)
+		cu.contiguous = len(page.Messages) > 0
 	case since != nil:
-		page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{After: since.Seq, Limit: maxRecover + 1})
+		// The first page comes with the position it is read against;
+		// it is not bounded above yet.
+		cu.from = broker.Position{Seq: since.Seq}
+		q := broker.HistoryQuery{After: since.Seq, Limit: cu.window}
+		if since.Seq == 0 {
+			q = broker.HistoryQuery{Before: uint64(cu.window) + 1, Limit: cu.window}
+		}
+		page, err := s.cfg.Broker.History(ctx, topic, q)
 		if err != nil {
-			return r, err
+			return cu, err
 		}
-		r.latest = page.Latest
+		cu.latest = page.Latest
 		sameEpoch := since.Epoch == page.Latest.Epoch || since.Epoch == "" && since.Seq == 0
-		complete := since.Seq >= page.Latest.Seq ||
-			len(page.Messages) > 0 && len(page.Messages) <= maxRecover && page.Messages[0].Seq == since.Seq+1
-		if sameEpoch && since.Seq <= page.Latest.Seq && complete {
-			r.messages, r.recovered = page.Messages, true
-			r.from = broker.Position{Epoch: page.Latest.Epoch, Seq: since.Seq}
+		inReach := since.Seq <= page.Latest.Seq && page.Latest.Seq-since.Seq <= uint64(s.cfg.MaxRecovery)
+		complete := since.Seq == page.Latest.Seq || len(page.Messages) > 0 && follows(page.Messages, since.Seq)
+		if !sameEpoch || !inReach || !complete {
+			cu.from = page.Latest
+			return cu, nil
 		}
+		cu.recovered, cu.contiguous = true, true
+		cu.from.Epoch = page.Latest.Epoch
+		cu.took(page.Messages)
 	default:
 		latest, err := s.cfg.Broker.Latest(ctx, topic)
 		if err != nil {
-			return r, err
+			return cu, err
 		}
-		r.latest = latest
+		cu.latest, cu.from = latest, latest
 	}
-	if n := len(r.messages); n > 0 {
-		r.from = r.messages[n-1].Position
-	} else if !r.recovered || rewind > 0 {
-		r.from = r.latest
-	}
-	return r, nil
+	return cu, nil
 }
 
 // filterMessages returns what a subscription filtered by f sees of msgs,
@@ -282,6 +346,51 @@ func (s *Server) catchUp(ctx context.Context, topic string, since *protocol.Posi
 // broker may share it.
 func filterMessages(msgs []broker.Message, f protocol.Filter) []broker.Message {
 	return viewMessages(msgs, f)
+}
+
+// follows reports whether msgs run from seq after+1 without a gap.
+func follows(msgs []broker.Message, after uint64) bool {
+	for i := range msgs {
+		if msgs[i].Seq != after+uint64(i)+1 {
+			return false
+		}
+	}
+	return true
+}
+
+// errReplayBroken: a later page of a replay could not be read, or history
+// no longer held it.
+var errReplayBroken = errors.New("gateway: replay could not be completed")
+
+// replay sends cu's page, then reads and sends the next ones until the
+// position the reply announced, each page sent before the next is read.
+// A page that does not follow the one before (history moved on, or a new
+// epoch began) ends it with errReplayBroken.
+func (sess *session) replay(cu *catchUp, filter protocol.Filter) error {
+	for {
+		// Filtering leaves cu.from where the read ended, whether or not its
+		// last message passed the filter.
+		if err := sess.sendHistory(filterMessages(cu.page, filter)); err != nil {
+			return err
+		}
+		cu.page = nil
+		if !cu.more() {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
+		page, err := sess.srv.cfg.Broker.History(ctx, cu.topic, cu.query())
+		cancel()
+		switch {
+		case err != nil:
+			return fmt.Errorf("%w: %w", errReplayBroken, err)
+		case page.Latest.Epoch != cu.latest.Epoch:
+			return fmt.Errorf("%w: %s began a new epoch", errReplayBroken, cu.topic)
+		case cu.contiguous && (len(page.Messages) == 0 || !follows(page.Messages, cu.from.Seq)):
+			return fmt.Errorf("%w: history of %s no longer holds seq %d", errReplayBroken, cu.topic, cu.from.Seq+1)
+		}
+		cu.took(page.Messages)
+		cu.contiguous = cu.contiguous || len(page.Messages) > 0
+	}
 }
 
 // sendHistory queues recovered messages, packed into frame-sized items,
@@ -470,10 +579,36 @@ const (
 // while looking for limit matching ones.
 const maxHistoryScan = 10 * maxHistoryLimit
 
+// historyReplyBytes is what a history reply may carry: half a connection's
+// outbox, so that a reply always fits one that is not already half full
+// (and two unread ones close the connection as a slow consumer).
+func (s *Server) historyReplyBytes() int { return s.cfg.SendQueueBytes / 2 }
+
+// messageBytes is about what m takes encoded, in an event or a history
+// reply.
+func messageBytes(m *broker.Message) int {
+	return len(m.Data) + len(m.Old) + len(m.Event) + len(m.From) + 128
+}
+
+// pageWindow sizes the next read of history after msgs so that it holds
+// about budget bytes: at most limit messages and at least one.
+func pageWindow(msgs []broker.Message, budget, limit int) int {
+	if len(msgs) == 0 {
+		return limit
+	}
+	size := 0
+	for i := range msgs {
+		size += messageBytes(&msgs[i])
+	}
+	return max(1, min(limit, budget/max(1, size/len(msgs))))
+}
+
 // history answers a history request: the limit newest messages below
-// before that filter matches. With a filter it reads on, page by page
-// towards older messages, until it has limit matches, history ends, or
-// maxHistoryScan messages were read.
+// before that filter matches, as many of them as fit historyReplyBytes
+// (the newest first; at least one). It reads page by page towards older
+// messages, each page sized to hold about the reply's bytes (the first
+// assumes messages of MaxMessage bytes), until it has limit matches or
+// the reply is full, history ends, or maxHistoryScan messages were read.
 func (s *Server) history(ctx context.Context, topic string, before uint64, limit int, filter protocol.Filter) (protocol.HistoryResult, error) {
 	switch {
 	case limit <= 0:
@@ -481,18 +616,22 @@ func (s *Server) history(ctx context.Context, topic string, before uint64, limit
 	case limit > maxHistoryLimit:
 		limit = maxHistoryLimit
 	}
-	pageSize := limit
-	if !filter.IsZero() {
-		pageSize = maxHistoryLimit
-	}
+	budget := s.historyReplyBytes()
+	window := max(1, min(maxHistoryLimit, budget/s.cfg.MaxMessage))
 	var (
 		epoch   string
 		pages   [][]broker.Message // matching messages per page, newest page first
 		found   int
+		bytes   int
 		scanned int
+		full    bool
 	)
 	for {
-		page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{Before: before, Limit: pageSize})
+		n := window
+		if filter.IsZero() {
+			n = min(n, limit-found)
+		}
+		page, err := s.cfg.Broker.History(ctx, topic, broker.HistoryQuery{Before: before, Limit: n})
 		if err != nil {
 			return protocol.HistoryResult{}, err
 		}
@@ -503,21 +642,30 @@ func (s *Server) history(ctx context.Context, topic string, before uint64, limit
 		}
 		scanned += len(page.Messages)
 		kept := filterMessages(page.Messages, filter)
-		pages = append(pages, kept)
-		found += len(kept)
-		if filter.IsZero() || found >= limit || len(page.Messages) < pageSize || scanned >= maxHistoryScan {
+		// Newest first: keep what fits the reply.
+		k := len(kept)
+		for k > 0 && found < limit {
+			size := messageBytes(&kept[k-1])
+			if bytes+size > budget && found > 0 {
+				full = true
+				break
+			}
+			bytes += size
+			found++
+			k--
+		}
+		pages = append(pages, kept[k:])
+		if full || found >= limit || len(page.Messages) < n || scanned >= maxHistoryScan {
 			break
 		}
 		before = page.Messages[0].Seq
+		window = pageWindow(page.Messages, budget, maxHistoryLimit)
 	}
-	res := protocol.HistoryResult{Epoch: epoch, Messages: make([]protocol.HistoryMessage, 0, min(found, limit))}
+	res := protocol.HistoryResult{Epoch: epoch, Messages: make([]protocol.HistoryMessage, 0, found)}
 	for i := len(pages) - 1; i >= 0; i-- {
 		for _, m := range pages[i] {
 			res.Messages = append(res.Messages, protocol.HistoryMessage{Seq: m.Seq, Event: m.Event, TS: m.TS, From: m.From, Data: m.Data, Old: m.Old, Truncated: m.Truncated})
 		}
-	}
-	if extra := len(res.Messages) - limit; extra > 0 {
-		res.Messages = res.Messages[extra:] // keep the newest
 	}
 	return res, nil
 }

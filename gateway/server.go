@@ -58,8 +58,17 @@ type Config struct {
 	// SendQueue is the number of messages a connection's outbox holds
 	// before it is closed as a slow consumer (default 1024).
 	SendQueue int
-	// SendQueueBytes caps the outbox in bytes (default 8 MiB).
+	// SendQueueBytes caps the outbox in bytes (default 8 MiB), counting
+	// what a writer has taken but not yet written. It is raised to
+	// 4*MaxMessage when lower, so that the largest event fits.
 	SendQueueBytes int
+	// NodeQueueBytes caps the bytes queued for all connections of the node
+	// together (default 1 GiB); a connection whose push would go past it
+	// is closed as a slow consumer.
+	NodeQueueBytes int64
+	// MaxRecovery is the most messages a subscribe with since replays
+	// (default 10000); a longer gap answers recovered:false at once.
+	MaxRecovery int
 	// Heartbeat is the WebSocket ping interval; a connection silent for two
 	// heartbeats is closed (default 25s).
 	Heartbeat time.Duration
@@ -114,6 +123,8 @@ const (
 	DefaultMaxSubscriptions  = 256
 	DefaultSendQueue         = 1024
 	DefaultSendQueueBytes    = 8 << 20
+	DefaultNodeQueueBytes    = 1 << 30
+	DefaultMaxRecovery       = 10000
 	DefaultHeartbeat         = 25 * time.Second
 	DefaultConnectTimeout    = 10 * time.Second
 	DefaultWriteTimeout      = 10 * time.Second
@@ -143,6 +154,9 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.MaxSubscriptions, DefaultMaxSubscriptions)
 	setDefault(&c.SendQueue, DefaultSendQueue)
 	setDefault(&c.SendQueueBytes, DefaultSendQueueBytes)
+	c.SendQueueBytes = max(c.SendQueueBytes, 4*c.MaxMessage)
+	setDefault(&c.NodeQueueBytes, DefaultNodeQueueBytes)
+	setDefault(&c.MaxRecovery, DefaultMaxRecovery)
 	setDefault(&c.Heartbeat, DefaultHeartbeat)
 	setDefault(&c.ConnectTimeout, DefaultConnectTimeout)
 	setDefault(&c.WriteTimeout, DefaultWriteTimeout)
@@ -162,7 +176,7 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-func setDefault[T int | float64 | time.Duration](v *T, def T) {
+func setDefault[T int | int64 | float64 | time.Duration](v *T, def T) {
 	if *v <= 0 {
 		*v = def
 	}
@@ -184,6 +198,7 @@ type Server struct {
 
 	originLog originLog // rate-limits the log of refused origins
 
+	queued     nodeBytes // the bytes all sessions' outboxes hold
 	draining   atomic.Bool
 	streamsCut chan struct{} // closed late in a drain: running streams end with E.error
 
@@ -203,13 +218,14 @@ func New(cfg Config) (*Server, error) {
 		cfg:        cfg,
 		origins:    origins,
 		log:        cfg.Logger,
-		metrics:    newMetrics(cfg.Registry),
+		queued:     nodeBytes{max: cfg.NodeQueueBytes},
 		hub:        newHub(),
 		writers:    newWritePool(),
 		sessions:   make(map[*session]struct{}),
 		streamsCut: make(chan struct{}),
 		pres:       presenceNode{local: map[presence.Entry]presence.Member{}, watched: map[string]int{}},
 	}
+	s.metrics = newMetrics(cfg.Registry, &s.queued)
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /api/realtime", s.serveWebSocket)
 	s.mux.HandleFunc("POST /api/v1/emit", s.serveEmit)

@@ -89,7 +89,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	sess.rc = rawConnOf(sess.raw)
 	sess.worker = s.writers.pick()
 	sess.ctx, sess.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
-	sess.queue = newSendQueue(s.cfg.SendQueue, s.cfg.SendQueueBytes)
+	sess.queue = newSendQueue(s.cfg.SendQueue, s.cfg.SendQueueBytes, &s.queued)
 	sess.limiter = newRateLimiter(s.cfg.ClientRate)
 	sess.seen()
 

@@ -19,8 +19,11 @@ import (
 	"github.com/updraft/updraft/protocol"
 )
 
+// unlimitedNode is a node whose queued bytes are not capped.
+func unlimitedNode() *nodeBytes { return &nodeBytes{max: 1 << 62} }
+
 func TestSendQueue(t *testing.T) {
-	q := newSendQueue(3, 100)
+	q := newSendQueue(3, 100, unlimitedNode())
 	for i := 0; i < 3; i++ {
 		ok, full, start := q.push([]byte("abc"))
 		if !ok || full || start != (i == 0) {
@@ -39,10 +42,13 @@ func TestSendQueue(t *testing.T) {
 		t.Fatal("take of an empty queue must tell the writer to stop")
 	}
 	q.writers.Done()
-	if ok, full, start := q.push(make([]byte, 101)); !ok || full || !start {
-		t.Fatal("one item larger than maxBytes must still fit an empty queue, and start a writer")
+	if ok, full, start := q.push(make([]byte, 101)); ok || !full || start {
+		t.Fatal("one item larger than maxBytes must not pass, even into an empty queue")
 	}
-	if ok, full, start := q.push([]byte("y")); ok || !full || start {
+	if ok, full, start := q.push(make([]byte, 99)); !ok || full || !start {
+		t.Fatal("an item within maxBytes must fit the empty queue, and start a writer")
+	}
+	if ok, full, start := q.push([]byte("yy")); ok || !full || start {
 		t.Fatal("push past maxBytes must report full")
 	}
 	if first, start := q.finish(4008, "slow consumer", []byte("bye"), true); !first || start {
@@ -66,7 +72,7 @@ func TestSendQueue(t *testing.T) {
 // itemsPool, and the next burst (on any connection) starts from a pooled
 // one.
 func TestSendQueueIdleKeepsNoLargeArray(t *testing.T) {
-	q := newSendQueue(1000, DefaultSendQueueBytes)
+	q := newSendQueue(1000, DefaultSendQueueBytes, unlimitedNode())
 	for i := range 100 {
 		if ok, _, start := q.push([]byte("m")); !ok || start != (i == 0) {
 			t.Fatalf("push %d", i)
@@ -99,7 +105,7 @@ func TestSendQueueIdleKeepsNoLargeArray(t *testing.T) {
 // writer would, the outbox going idle between bursts: with itemsPool, a
 // burst allocates nothing.
 func BenchmarkOutboxBursts(b *testing.B) {
-	q := newSendQueue(1000, DefaultSendQueueBytes)
+	q := newSendQueue(1000, DefaultSendQueueBytes, unlimitedNode())
 	msg := []byte("message")
 	spare := make([][]byte, 0, 128)
 	b.ReportAllocs()
@@ -114,7 +120,7 @@ func BenchmarkOutboxBursts(b *testing.B) {
 }
 
 func TestSendQueueFinishKeepsBacklog(t *testing.T) {
-	q := newSendQueue(10, 1000)
+	q := newSendQueue(10, 1000, unlimitedNode())
 	q.push([]byte("a"))
 	q.push([]byte("b"))
 	q.finish(1012, "node draining", []byte("bye"), false)
@@ -127,7 +133,7 @@ func TestSendQueueFinishKeepsBacklog(t *testing.T) {
 // A client that went away: shut drops the backlog, and the writer is told
 // to stop at its next take.
 func TestSendQueueShutGone(t *testing.T) {
-	q := newSendQueue(10, 1000)
+	q := newSendQueue(10, 1000, unlimitedNode())
 	q.push([]byte("a"))
 	go func() {
 		// The writer: it was started by the push; it finds nothing to do.
@@ -442,5 +448,104 @@ func TestTokenWithoutExpRefused(t *testing.T) {
 	expectError(t, c.request(map[string]any{"type": protocol.TypeRefresh, "token": noExp}), protocol.CodeUnauthorized, "token has no exp claim")
 	if rep := c.request(map[string]any{"type": protocol.TypePing}); !rep.OK {
 		t.Fatalf("ping after the refused refresh: %+v", rep.Error)
+	}
+}
+
+// What a writer took counts against the outbox until it is written (the
+// writer's next take): a client that never reads holds at most maxBytes.
+// Every byte counts in the node's total too, which is back to zero once
+// the queue is gone.
+func TestSendQueueCountsUntilWritten(t *testing.T) {
+	node := &nodeBytes{max: 1 << 20}
+	q := newSendQueue(100, 100, node)
+	q.push(make([]byte, 60))
+	items, _, _, _, _ := q.take(nil) // being written
+	if ok, full, _ := q.push(make([]byte, 60)); ok || !full {
+		t.Fatal("a push over maxBytes with what is being written counted must report full")
+	}
+	if ok, _, _ := q.push(make([]byte, 40)); !ok {
+		t.Fatal("a push within maxBytes, what is being written counted, must fit")
+	}
+	if got := node.n.Load(); got < 100 || got > 100+nodeCredit {
+		t.Fatalf("node counts %d bytes, want 100 and at most a slice of credit", got)
+	}
+	items, _, _, _, _ = q.take(items[:0]) // the 60 are written
+	if q.mu.Lock(); len(items) != 1 || q.bytes != 40 {
+		t.Fatalf("after the next take: %d items, %d bytes counted, want 1 and 40", len(items), q.bytes)
+	}
+	q.mu.Unlock()
+	if _, _, _, _, stop := q.take(items[:0]); !stop || node.n.Load() != 0 {
+		t.Fatalf("after the idle take the node counts %d bytes, want 0", node.n.Load())
+	}
+	q.writers.Done()
+
+	// A writer that ends on a failed write releases what it took; a
+	// client gone drops what is queued.
+	q.push(make([]byte, 30))
+	q.take(nil)
+	q.push(make([]byte, 20))
+	q.writerDone()
+	q.shut(true)
+	if got := node.n.Load(); got != 0 {
+		t.Fatalf("after the queue is gone the node counts %d bytes, want 0", got)
+	}
+}
+
+// A busy queue holds at most two slices of credit beyond what it queues;
+// an idle one holds none.
+func TestSendQueueCredit(t *testing.T) {
+	node := &nodeBytes{max: 1 << 30}
+	q := newSendQueue(10000, 1<<20, node)
+	var items [][]byte
+	for range 1000 {
+		q.push(make([]byte, 100))
+		items, _, _, _, _ = q.take(items[:0])
+		if got := node.n.Load(); got > 100+2*nodeCredit {
+			t.Fatalf("a busy queue with 100 bytes in flight holds %d of the node", got)
+		}
+	}
+	if _, _, _, _, stop := q.take(items[:0]); !stop || node.n.Load() != 0 {
+		t.Fatalf("an idle queue holds %d of the node, want 0", node.n.Load())
+	}
+	q.writers.Done()
+}
+
+// Past the node's cap a push reports full, whichever queue it is on.
+func TestSendQueueNodeCap(t *testing.T) {
+	node := &nodeBytes{max: 100}
+	a, b := newSendQueue(100, 80, node), newSendQueue(100, 80, node)
+	if ok, _, _ := a.push(make([]byte, 70)); !ok {
+		t.Fatal("first push must fit")
+	}
+	if ok, full, _ := b.push(make([]byte, 40)); ok || !full {
+		t.Fatal("a push past the node's cap must report full")
+	}
+	if ok, _, _ := b.push(make([]byte, 30)); !ok {
+		t.Fatal("a push within the node's cap must fit")
+	}
+	if got := node.n.Load(); got != 100 {
+		t.Fatalf("node counts %d bytes, want 100 (no room for credit)", got)
+	}
+	a.writers.Done() // the writers the first pushes started, never run
+	b.writers.Done()
+	a.shut(true)
+	b.shut(true)
+	if got := node.n.Load(); got != 0 {
+		t.Fatalf("node counts %d bytes after both queues went, want 0", got)
+	}
+}
+
+// A writer that fails leaves what is queued behind (the disconnect of a
+// client that stopped reading); shut forgets it, and so does the node.
+func TestSendQueueShutDropsWhatAFailedWriterLeft(t *testing.T) {
+	node := &nodeBytes{max: 1 << 20}
+	q := newSendQueue(10, 1000, node)
+	q.push([]byte("frame"))
+	q.take(nil) // being written
+	q.finish(4008, "slow consumer", []byte("bye"), true)
+	q.writerDone() // the write failed
+	q.shut(false)
+	if got := node.n.Load(); got != 0 {
+		t.Fatalf("node counts %d bytes after the session ended, want 0", got)
 	}
 }

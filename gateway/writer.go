@@ -121,10 +121,18 @@ func (w *writeWorker) serve(sess *session) {
 		sess.queue.writers.Done()
 		return
 	}
+	// A frame that outgrew the worker's buffer is the worker's no longer
+	// (see next): a flush may have it without a copy.
+	own := func(b []byte) []byte {
+		if w.buf.frame == nil {
+			return b
+		}
+		return bytes.Clone(b)
+	}
 	if done || sess.rc == nil || !sess.wmu.TryLock() {
 		// A close (its handshake waits for the client), or the library
 		// is writing a control frame: not for the worker to wait on.
-		go sess.flush(bytes.Clone(frame), false, done, code, reason)
+		go sess.flush(own(frame), false, done, code, reason)
 		return
 	}
 	sess.dropStaleDeadline()
@@ -133,12 +141,12 @@ func (w *writeWorker) serve(sess *session) {
 	case err != nil:
 		sess.wmu.Unlock()
 		sess.cancel()
-		sess.queue.writers.Done()
+		sess.queue.writerDone()
 	case n < len(frame):
 		// The rest must follow before any other frame: the goroutine
 		// inherits the lock.
 		sess.srv.metrics.writesWaited.Inc()
-		go sess.flush(bytes.Clone(frame[n:]), true, false, 0, "")
+		go sess.flush(own(frame[n:]), true, false, 0, "")
 	default:
 		sess.wmu.Unlock()
 		// Back in line: the next round writes what came meanwhile, or
@@ -182,7 +190,7 @@ func (w *writeWorker) writeOnce(fd uintptr) bool {
 // connection closed. When done, the queue has finished: it closes the
 // connection with code and reason after pending.
 func (sess *session) flush(pending []byte, locked, done bool, code int, reason string) {
-	defer sess.queue.writers.Done()
+	defer sess.queue.writerDone()
 	buf := writeBufs.Get().(*writeBuf)
 	defer writeBufs.Put(buf)
 	for {

@@ -38,6 +38,8 @@ type serveConfig struct {
 	ClientRate       float64       `envconfig:"CLIENT_RATE" default:"100"`
 	MaxSubscriptions int           `envconfig:"MAX_SUBSCRIPTIONS" default:"256"`
 	SendQueue        int           `envconfig:"SEND_QUEUE" default:"1024"`
+	NodeQueueBytes   int64         `envconfig:"NODE_QUEUE_BYTES" default:"1073741824"`
+	MaxRecovery      int           `envconfig:"MAX_RECOVERY" default:"10000"`
 	Heartbeat        time.Duration `envconfig:"HEARTBEAT" default:"25s"`
 	DrainTimeout     time.Duration `envconfig:"DRAIN_TIMEOUT" default:"15s"`
 	StreamIdle       time.Duration `envconfig:"STREAM_IDLE" default:"30s"`
@@ -72,6 +74,7 @@ func loadServeConfig() (serveConfig, error) {
 		{"UPDRAFT_CLIENT_RATE", c.ClientRate > 0},
 		{"UPDRAFT_MAX_SUBSCRIPTIONS", c.MaxSubscriptions > 0},
 		{"UPDRAFT_SEND_QUEUE", c.SendQueue > 0},
+		{"UPDRAFT_MAX_RECOVERY", c.MaxRecovery > 0},
 		{"UPDRAFT_HEARTBEAT", c.Heartbeat >= time.Second},
 		{"UPDRAFT_DRAIN_TIMEOUT", c.DrainTimeout > 0},
 		{"UPDRAFT_STREAM_IDLE", c.StreamIdle > 0},
@@ -88,6 +91,9 @@ func loadServeConfig() (serveConfig, error) {
 	}
 	if c.MaxMessage < 1024 || c.MaxMessage > 16<<20 {
 		return c, fmt.Errorf("UPDRAFT_MAX_MESSAGE must be between 1024 and 16777216 bytes, not %d", c.MaxMessage)
+	}
+	if outbox := max(gateway.DefaultSendQueueBytes, 4*c.MaxMessage); c.NodeQueueBytes < int64(outbox) {
+		return c, fmt.Errorf("UPDRAFT_NODE_QUEUE_BYTES must be at least one connection's outbox, %d bytes (8 MiB, or 4 times UPDRAFT_MAX_MESSAGE), not %d", outbox, c.NodeQueueBytes)
 	}
 	if c.PresenceTimeout < time.Second {
 		return c, fmt.Errorf("UPDRAFT_PRESENCE_TIMEOUT must be at least 1s, not %v", c.PresenceTimeout)
@@ -293,6 +299,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ClientRate:        cfg.ClientRate,
 		MaxSubscriptions:  cfg.MaxSubscriptions,
 		SendQueue:         cfg.SendQueue,
+		NodeQueueBytes:    cfg.NodeQueueBytes,
+		MaxRecovery:       cfg.MaxRecovery,
 		Heartbeat:         cfg.Heartbeat,
 		DrainTimeout:      cfg.DrainTimeout,
 		StreamIdleTimeout: cfg.StreamIdle,

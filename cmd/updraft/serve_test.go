@@ -18,7 +18,7 @@ func setenv(t *testing.T, vars map[string]string) {
 	for _, name := range []string{"ADDR", "NODE_ID", "REDIS_URL", "JWT_SECRET", "API_KEY", "ALLOW_ANONYMOUS",
 		"ALLOWED_ORIGINS", "HISTORY_SIZE", "HISTORY_TTL", "MAX_MESSAGE", "CLIENT_RATE", "MAX_SUBSCRIPTIONS",
 		"SEND_QUEUE", "HEARTBEAT", "DRAIN_TIMEOUT", "LOG_LEVEL", "DATABASE_URL", "PERSIST_TOPICS", "PERSIST_RETENTION_DAYS", "STREAM_IDLE",
-		"PRESENCE_TIMEOUT", "PRESENCE_RATE", "PRESENCE_MAX_STATE", "HTTP_IDLE_TIMEOUT", "HTTP_BODY_TIMEOUT", "METRICS_ADDR", "PPROF"} {
+		"PRESENCE_TIMEOUT", "PRESENCE_RATE", "PRESENCE_MAX_STATE", "HTTP_IDLE_TIMEOUT", "HTTP_BODY_TIMEOUT", "METRICS_ADDR", "PPROF", "MAX_RECOVERY", "NODE_QUEUE_BYTES"} {
 		t.Setenv("UPDRAFT_"+name, "") // restores the variable after the test
 		os.Unsetenv("UPDRAFT_" + name)
 	}
@@ -35,7 +35,8 @@ func TestServeConfigDefaults(t *testing.T) {
 	}
 	if c.Addr != ":8080" || c.HistorySize != 1000 || c.HistoryTTL != 24*time.Hour || c.MaxMessage != 65536 ||
 		c.ClientRate != 100 || c.MaxSubscriptions != 256 || c.SendQueue != 1024 || c.Heartbeat != 25*time.Second ||
-		c.DrainTimeout != 15*time.Second || c.HTTPIdleTimeout != time.Minute || c.HTTPBodyTimeout != 10*time.Second || c.LogLevel != "info" || c.NodeID == "" || c.RedisURL != "" {
+		c.DrainTimeout != 15*time.Second || c.HTTPIdleTimeout != time.Minute || c.HTTPBodyTimeout != 10*time.Second || c.LogLevel != "info" || c.NodeID == "" || c.RedisURL != "" ||
+		c.MaxRecovery != 10000 || c.NodeQueueBytes != 1<<30 {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -72,6 +73,9 @@ func TestServeConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_METRICS_ADDR": "9090"}, "UPDRAFT_METRICS_ADDR"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_ADDR": ":8080", "UPDRAFT_METRICS_ADDR": ":8080"}, "UPDRAFT_METRICS_ADDR"},
 		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_HTTP_BODY_TIMEOUT": "-1s"}, "UPDRAFT_HTTP_BODY_TIMEOUT"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_MAX_RECOVERY": "0"}, "UPDRAFT_MAX_RECOVERY"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_NODE_QUEUE_BYTES": "1000"}, "UPDRAFT_NODE_QUEUE_BYTES"},
+		{map[string]string{"UPDRAFT_ALLOW_ANONYMOUS": "true", "UPDRAFT_MAX_MESSAGE": "4194304", "UPDRAFT_NODE_QUEUE_BYTES": "8388608"}, "UPDRAFT_NODE_QUEUE_BYTES"},
 	}
 	for _, tt := range tests {
 		setenv(t, tt.vars)
