@@ -125,7 +125,10 @@ func TestReplayGapCloses(t *testing.T) {
 			}
 		})
 	}
-	if last == 0 || last >= 1600 {
+	// The pages before the gap may or may not reach the client: a 4008
+	// drops what is still queued. Whatever came was in order (checked
+	// above) and stopped short of the lost message.
+	if last >= 1600 {
 		t.Fatalf("last event before the close: %d", last)
 	}
 }
