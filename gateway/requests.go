@@ -341,13 +341,6 @@ func (s *Server) catchUp(ctx context.Context, topic string, since *protocol.Posi
 	return cu, nil
 }
 
-// filterMessages returns what a subscription filtered by f sees of msgs,
-// in order (see viewOf). A zero f keeps them all. msgs is left as it is: a
-// broker may share it.
-func filterMessages(msgs []broker.Message, f protocol.Filter) []broker.Message {
-	return viewMessages(msgs, f)
-}
-
 // follows reports whether msgs run from seq after+1 without a gap.
 func follows(msgs []broker.Message, after uint64) bool {
 	for i := range msgs {

@@ -152,10 +152,10 @@ func (fr *viewFrames) frame(v view, m *broker.Message) []byte {
 	return fr[v]
 }
 
-// viewMessages returns what a subscription filtered by f gets of msgs, in
+// filterMessages returns what a subscription filtered by f gets of msgs, in
 // order. A zero f keeps them all. msgs is left as it is: a broker may
 // share it.
-func viewMessages(msgs []broker.Message, f protocol.Filter) []broker.Message {
+func filterMessages(msgs []broker.Message, f protocol.Filter) []broker.Message {
 	if f.IsZero() {
 		return msgs
 	}
