@@ -23,12 +23,12 @@ export interface TopicOptions {
 export const isTableTopic = (topic: string): boolean => !topic.includes('/');
 
 /**
- * @internal One server subscription of a topic, shared by every hook of
- * one client that uses the topic, and counted: the client allows one
- * channel per topic, and `unsubscribe()` drops every handler of it, so the
- * hooks never touch the channel's handlers themselves; they attach
- * listeners here. Application topics are subscribed with presence, so that
- * useChannel and usePresence can share them.
+ * @internal One channel of a topic, shared by every hook of one client
+ * that uses the topic, and counted: `unsubscribe()` drops every handler of
+ * a channel, so the hooks never register handlers on it themselves; they
+ * attach listeners here, and the channel is unsubscribed when the last
+ * hook lets go. Application topics are subscribed with presence, so that
+ * useChannel and usePresence share one subscription.
  */
 export class SharedTopic {
   refs = 0;
@@ -149,7 +149,9 @@ export class Registry {
       return t;
     }
     const options = { filter: opts.filter || undefined, rewind: opts.rewind || undefined, presence: !isTableTopic(topic) };
-    const created = new SharedTopic(this, topic, options.filter, this.realtime.channel(topic, options));
+    // A channel object of our own: the app's `realtime.channel(topic)` and its
+    // unsubscribe() never touch it (they share the server subscription).
+    const created = new SharedTopic(this, topic, options.filter, this.realtime.createChannel(topic, options));
     created.refs = 1;
     this.topics.set(topic, created);
     return created;

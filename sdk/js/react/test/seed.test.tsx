@@ -13,7 +13,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { StrictMode, type ComponentType } from 'react';
 import { transformSync } from 'esbuild';
 import type { RealtimeClient } from '@updraft/client';
-import { RealtimeProvider, useRealtime } from '@updraft/react';
+import { RealtimeProvider, useChannel, useRealtime } from '@updraft/react';
 import { CountingWebSocket, mount, waitFor } from './util.js';
 import { jwt, startNode, startPostgres, stopAll, type Postgres } from '../../client/test/integration/harness.js';
 
@@ -34,14 +34,17 @@ async function loadLiveFeed(): Promise<ComponentType> {
   return ((await import(pathToFileURL(out).href)) as { LiveFeed: ComponentType }).LiveFeed;
 }
 
-test("the product page's LiveFeed shows each inserted row exactly once under StrictMode", async () => {
+test("the product page's LiveFeed shows each inserted row exactly once under StrictMode, beside a useChannel of the same table", async () => {
   const LiveFeed = await loadLiveFeed();
   pg = await startPostgres();
   pg.sql('CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL)');
   const node = await startNode('', { UPDRAFT_DATABASE_URL: pg.url, UPDRAFT_TRACK_TABLES: 'orders', UPDRAFT_POLL_INTERVAL: '50ms' });
   let client: RealtimeClient | undefined;
+  const hooked: string[] = [];
   function Probe() {
     client = useRealtime().realtime;
+    // The same topic through the hook: LiveFeed's unsubscribe (StrictMode) must not end it.
+    useChannel('orders', { INSERT: ({ data }) => hooked.push(`insert ${data.id}`), UPDATE: ({ data }) => hooked.push(`update ${data.id}`) });
     return null;
   }
   const m = mount(
@@ -63,5 +66,7 @@ test("the product page's LiveFeed shows each inserted row exactly once under Str
   pg.sql(`INSERT INTO orders VALUES (6, 'new-6')`);
   await waitFor(() => rows().includes('new-6'), `the last row (${rows()})`);
   assert.deepEqual(rows(), ['new-6', 'new-5', 'new-4', 'new-3', 'paid-2', 'new-1']);
+  await waitFor(() => hooked.length === 7, `the hook's seven changes (${hooked})`);
+  assert.deepEqual(hooked, ['insert 1', 'insert 2', 'insert 3', 'insert 4', 'insert 5', 'update 2', 'insert 6']);
   m.unmount();
 });
