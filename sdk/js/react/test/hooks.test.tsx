@@ -191,6 +191,28 @@ test('useHistory pages back, then appends live events', async () => {
   m.unmount();
 });
 
+test('a refused subscription shows as state error with its code; a second filter on a topic is refused', async () => {
+  const forbidden = uniq('secret/plans');
+  const table = 'orders';
+  const seen: Record<string, { state: string; code: string | undefined }> = {};
+  function Probe({ name, topic, filter }: { name: string; topic: string; filter?: string }) {
+    const { state, error } = useChannel(topic, {}, filter ? { filter } : {});
+    seen[name] = { state, code: error?.code };
+    return null;
+  }
+  const m = mount(
+    <App>
+      <Probe name="forbidden" topic={forbidden} />
+      <Probe name="paid" topic={table} filter="status=eq.paid" />
+      <Probe name="new" topic={table} filter="status=eq.new" />
+    </App>,
+  );
+  await waitFor(() => seen.forbidden?.state === 'error', `forbidden (${JSON.stringify(seen)})`);
+  assert.equal(seen.forbidden!.code, 'forbidden');
+  assert.deepEqual(seen.new, { state: 'error', code: 'bad_request' });
+  m.unmount();
+});
+
 test('useRealtime gives the client to effects written against @updraft/client', async () => {
   const topic = uniq('chat/raw');
   let n = 0;
