@@ -151,9 +151,14 @@ export class RealtimeChannel {
     this.statusCbs = [];
     if (!this._wanted) return Promise.resolve();
     const c = this.rt._conn();
+    const tracked = this.tracking;
     this.reset(new UpdraftError('closed', `unsubscribed from ${this.topic}`), true);
     if (!c) return Promise.resolve();
-    return new Promise((resolve) => this.rt._send(c, { type: 'unsubscribe', topic: this.topic }, () => resolve()));
+    // Other channels of the topic keep the server subscription: only leave presence.
+    const shared = this.rt._subscribers(this.topic).length > 0;
+    if (shared && !tracked) return Promise.resolve();
+    const msg = { type: shared ? 'untrack' : 'unsubscribe', topic: this.topic };
+    return new Promise((resolve) => this.rt._send(c, msg, () => resolve()));
   }
 
   /** Publishes an event on this (application) topic; resolves with its position. */
@@ -247,7 +252,8 @@ export class RealtimeChannel {
       type: 'subscribe',
       topic: this.topic,
       filter: this.options.filter,
-      presence: this.options.presence || undefined,
+      // The server subscription is shared by the topic's channels: presence if any wants it.
+      presence: this.rt._subscribers(this.topic).some((ch) => ch.options.presence) || undefined,
       since,
       rewind,
     };

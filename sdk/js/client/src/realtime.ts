@@ -117,7 +117,8 @@ export class RealtimeClient {
   private renewTimer: unknown = null;
   private queue: Queued[] = [];
   private channels = new Map<string, RealtimeChannel>();
-  private byTopic = new Map<string, RealtimeChannel>();
+  /** The subscribed channels of each topic: they share one server subscription. */
+  private byTopic = new Map<string, RealtimeChannel[]>();
   private token: string | undefined;
   private needToken = false;
   private stopErr: UpdraftError | null = null;
@@ -200,8 +201,9 @@ export class RealtimeClient {
 
   /**
    * Returns the channel for `topic` and `options`: the same object for the
-   * same topic and options. A topic may be subscribed through one channel
-   * at a time.
+   * same topic and options. Several channels of one topic (see
+   * `createChannel`) share the server subscription when their filters
+   * agree; a channel with another filter is refused with `bad_request`.
    */
   channel(topic: string, options: ChannelOptions = {}): RealtimeChannel {
     const opts: ChannelOptions = {};
@@ -212,6 +214,21 @@ export class RealtimeClient {
     let ch = this.channels.get(key);
     if (!ch) this.channels.set(key, (ch = new RealtimeChannel(this, topic, opts)));
     return ch;
+  }
+
+  /**
+   * Returns a new channel object of its own, which `channel()` never
+   * returns: its `unsubscribe()` drops only its own handlers, and other
+   * channels of the topic stay subscribed (they share one server
+   * subscription, which ends with the last of them). Libraries that
+   * subscribe on the app's behalf (the React hooks) use it.
+   */
+  createChannel(topic: string, options: ChannelOptions = {}): RealtimeChannel {
+    const opts: ChannelOptions = {};
+    if (options.filter) opts.filter = options.filter;
+    if (options.presence) opts.presence = true;
+    if (options.rewind) opts.rewind = options.rewind;
+    return new RealtimeChannel(this, topic, opts);
   }
 
   /** Unsubscribes a channel and forgets it: `channel()` then returns a new object. */
@@ -240,16 +257,30 @@ export class RealtimeClient {
     if (err) return err;
     this.ensure();
     if (ch._wanted) return null;
-    const other = this.byTopic.get(ch.topic);
-    if (other && other !== ch)
-      return new UpdraftError('bad_request', `${ch.topic} is already subscribed through a channel with other options`);
-    this.byTopic.set(ch.topic, ch);
+    const list = this.byTopic.get(ch.topic) ?? [];
+    if (list.some((o) => o !== ch && (o.options.filter ?? '') !== (ch.options.filter ?? '')))
+      return new UpdraftError('bad_request', `${ch.topic} is already subscribed through a channel with another filter`);
+    if (!list.includes(ch)) list.push(ch);
+    this.byTopic.set(ch.topic, list);
     return null;
   }
 
   /** @internal */
   _release(ch: RealtimeChannel): void {
-    if (this.byTopic.get(ch.topic) === ch) this.byTopic.delete(ch.topic);
+    const list = this.byTopic.get(ch.topic);
+    if (!list) return;
+    const rest = list.filter((o) => o !== ch);
+    if (rest.length) this.byTopic.set(ch.topic, rest);
+    else this.byTopic.delete(ch.topic);
+  }
+
+  /** @internal The subscribed channels of topic. */
+  _subscribers(topic: string): readonly RealtimeChannel[] {
+    return this.byTopic.get(topic) ?? [];
+  }
+
+  private subscribed(): RealtimeChannel[] {
+    return [...this.byTopic.values()].flat();
   }
 
   /** @internal */
@@ -417,7 +448,7 @@ export class RealtimeClient {
     this.everConnected = true;
     this.heartbeat(c);
     this.scheduleRenew();
-    for (const ch of this.byTopic.values()) ch._join(c);
+    for (const ch of this.subscribed()) ch._join(c);
     for (const x of this.queue.splice(0)) this.dispatch(x);
     for (const w of this.waiters.splice(0)) w.resolve();
     this.setStatus('connected');
@@ -482,10 +513,10 @@ export class RealtimeClient {
           break;
         }
         case 'event':
-          if (c === this.cur) this.byTopic.get(m.topic as string)?._event(m);
+          if (c === this.cur) for (const ch of this._subscribers(m.topic as string)) ch._event(m);
           break;
         case 'presence':
-          if (c === this.cur) this.byTopic.get(m.topic as string)?._presence(m);
+          if (c === this.cur) for (const ch of this._subscribers(m.topic as string)) ch._presence(m);
           break;
         case 'disconnect':
           c.bye = { code: Number(m.code), reason: String(m.reason ?? '') };
@@ -519,7 +550,7 @@ export class RealtimeClient {
       this.renewTimer = null;
     }
     if (this.dialing === c) this.dialing = null;
-    for (const ch of this.byTopic.values()) ch._lost(c);
+    for (const ch of this.subscribed()) ch._lost(c);
     const pending = [...c.pending.values()];
     c.pending.clear();
     for (const cb of pending) cb(null);
@@ -567,7 +598,7 @@ export class RealtimeClient {
     }
     for (const q of this.queue.splice(0)) this.settle(q, err);
     for (const w of this.waiters.splice(0)) w.reject(err);
-    for (const ch of this.byTopic.values()) ch._stopped(err, quiet);
+    for (const ch of this.subscribed()) ch._stopped(err, quiet);
     this.setStatus('disconnected');
   }
 

@@ -251,13 +251,69 @@ test('unsubscribe drops handlers: subscribe, unsubscribe, on, subscribe (StrictM
   assert.deepEqual(seen, [1]);
 });
 
-test('the same topic and options give the same channel; other options on a subscribed topic are refused', async () => {
+test('the same topic and options give the same channel; another filter on a subscribed topic is refused', async () => {
   const { rt } = client();
   await connected(rt);
   assert.equal(rt.channel('orders', { filter: 'a=eq.1' }), rt.channel('orders', { filter: 'a=eq.1' }));
   assert.notEqual(rt.channel('orders'), rt.channel('orders', { filter: 'a=eq.1' }));
+  assert.notEqual(rt.createChannel('orders'), rt.channel('orders'));
   void rt.channel('orders').subscribe();
   await assert.rejects(rt.channel('orders', { filter: 'a=eq.1' }).subscribe(), (e: UpdraftError) => e.code === 'bad_request');
+  await assert.rejects(rt.createChannel('orders', { filter: 'a=eq.1' }).subscribe(), (e: UpdraftError) => e.code === 'bad_request');
+});
+
+test('channels of one topic share the server subscription: each gets every event once, the last unsubscribe ends it', async () => {
+  const { rt } = client();
+  const ws = await connected(rt);
+  const a: number[] = [];
+  const b: number[] = [];
+  const ca = rt.channel('orders').on('INSERT', ({ seq }) => a.push(seq));
+  const cb = rt.createChannel('orders').on('*', ({ seq }) => b.push(seq));
+  const pa = ca.subscribe();
+  const pb = cb.subscribe();
+  await flush();
+  const subs = ws.ofType('subscribe');
+  assert.equal(subs.length, 2);
+  ws.reply(subs[0], { epoch: 'e1', seq: 4 });
+  ws.reply(subs[1], { epoch: 'e1', seq: 4 });
+  await Promise.all([pa, pb]);
+  const ins = (seq: number) => ({ type: 'event', topic: 'orders', event: 'INSERT', epoch: 'e1', seq, ts: 1, data: {} });
+  ws.recv(ins(5), ins(6), ins(6));
+  assert.deepEqual([a, b], [[5, 6], [5, 6]]);
+  // The seed's cleanup: unsubscribe drops a's handlers and leaves b subscribed on the server.
+  await ca.unsubscribe();
+  assert.equal(ws.ofType('unsubscribe').length, 0);
+  ws.recv(ins(7));
+  assert.deepEqual([a, b], [[5, 6], [5, 6, 7]]);
+  const done = cb.unsubscribe();
+  ws.reply(ws.lastOf('unsubscribe'));
+  await done;
+  assert.equal(ws.lastOf('unsubscribe').topic, 'orders');
+});
+
+test('a shared topic is subscribed with presence while any channel wants it; leaving a shared topic untracks', async () => {
+  const { rt } = client();
+  const ws = await connected(rt);
+  const pres = rt.createChannel('doc/1', { presence: true });
+  void pres.subscribe();
+  await flush();
+  ws.reply(ws.lastOf('subscribe'), { epoch: 'e1', seq: 0, members: [] });
+  const tracked = pres.track({ name: 'a' });
+  await flush();
+  ws.reply(ws.lastOf('track'));
+  await tracked;
+  const plain = rt.channel('doc/1');
+  const got: string[] = [];
+  plain.on('message', ({ data }) => got.push(data));
+  void plain.subscribe();
+  await flush();
+  assert.equal(ws.lastOf('subscribe').presence, true, 'the plain channel keeps presence on');
+  ws.reply(ws.lastOf('subscribe'), { epoch: 'e1', seq: 0, members: [] });
+  void pres.unsubscribe();
+  assert.equal(ws.ofType('unsubscribe').length, 0);
+  assert.equal(ws.ofType('untrack').length, 1, 'its membership ends');
+  ws.recv({ type: 'event', topic: 'doc/1', event: 'message', epoch: 'e1', seq: 1, ts: 1, data: 'hi' });
+  assert.deepEqual(got, ['hi']);
 });
 
 test('presence: the reply lists members, events update the live list, a join of a listed conn is an update', async () => {
