@@ -64,7 +64,9 @@ function Viewer({ topic }: { topic: string }) {
   const earlier = answers.slice(0, -1).reverse();
   const streaming = latest !== undefined && latest.ended === null;
   const end = useRef<HTMLDivElement>(null);
-  useEffect(() => end.current?.scrollIntoView({ block: 'nearest' }), [latest?.text]);
+  useEffect(() => {
+    end.current?.scrollIntoView({ block: 'nearest' }); // returns a promise in newer browsers: not a cleanup
+  }, [latest?.text]);
 
   return (
     <div className="page">

@@ -58,7 +58,12 @@ function Board({ board }: { board: string }) {
     });
   }, [members]);
 
-  useEffect(() => () => void (timer.current && clearTimeout(timer.current)), []);
+  useEffect(
+    () => () => {
+      if (timer.current) clearTimeout(timer.current);
+    },
+    [],
+  );
 
   const flush = () => {
     timer.current = null;
