@@ -289,6 +289,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.Demo {
 		site = demoSite(cfg, mem != nil)
 		log.Info("serving the demo app at /")
+		if len(cfg.AllowedOrigins) == 0 {
+			log.Warn("UPDRAFT_DEMO: UPDRAFT_ALLOWED_ORIGINS is empty, so the demo's page may not open a WebSocket; list the origin it is opened from (make run allows http://127.0.0.1:* and http://localhost:*)")
+		}
 	}
 	gw, err := gateway.New(gateway.Config{
 		DurableHistory:    cfg.DatabaseURL != "",

@@ -1,3 +1,4 @@
+import { useEffect, useState } from 'react';
 import type { Status } from '@updraft/client';
 import { Answers } from './views/Answers';
 import { Chat } from './views/Chat';
@@ -36,6 +37,29 @@ function StatusPill() {
 function segment(path: string, prefix: string, fallback: string): string {
   const rest = path.slice(prefix.length).replace(/^\/+|\/+$/g, '');
   return /^[A-Za-z0-9_-]{1,64}$/.test(rest) ? rest : fallback;
+}
+
+/** After a few seconds without a connection, says what usually causes it. */
+function ConnectionHelp() {
+  const status = useStatus();
+  const [late, setLate] = useState(false);
+  useEffect(() => {
+    setLate(false);
+    if (status === 'connected') return;
+    const t = setTimeout(() => setLate(true), 4000);
+    return () => clearTimeout(t);
+  }, [status]);
+  if (!late || status === 'connected') return null;
+  const closed = realtime.lastClose;
+  return (
+    <div className="banner" role="status">
+      <strong>Cannot reach the gateway at {location.host}.</strong> It must be running and allow this page's origin:{' '}
+      <code>UPDRAFT_ALLOWED_ORIGINS={location.origin}</code> (<code>make run</code> allows <code>http://127.0.0.1:*</code> and{' '}
+      <code>http://localhost:*</code>).
+      {realtime.error ? ` ${realtime.error.message}.` : closed ? ` Last close: ${closed.code}${closed.reason ? ` ${closed.reason}` : ''}.` : ''}
+      {status === 'disconnected' ? '' : ' Retrying…'}
+    </div>
+  );
 }
 
 export function App() {
@@ -78,6 +102,7 @@ export function App() {
           </div>
         </div>
       </header>
+      <ConnectionHelp />
       <main className="content">{view}</main>
     </div>
   );

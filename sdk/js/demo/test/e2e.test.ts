@@ -72,18 +72,19 @@ after(async () => {
 });
 
 /** Opens the demo at path on node, in a context of its own (its own tab identity). */
-async function open(node: Node, route: string): Promise<Page> {
+async function open(node: Node, route: string, connected = true): Promise<Page> {
   const context = await browser!.newContext({ viewport: { width: 1280, height: 800 } });
   contexts.push(context);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`page error on ${node.addr}${route}:`, e));
   await page.goto(`${node.url}${route}`);
-  await page.locator('[data-testid="status"][data-status="connected"]').waitFor({ timeout: 10_000 });
+  if (connected) await page.locator('[data-testid="status"][data-status="connected"]').waitFor({ timeout: 10_000 });
   return page;
 }
 
 async function shot(page: Page, name: string): Promise<void> {
-  await page.screenshot({ path: path.join(shots, `${name}.png`) });
+  // Finite animations (row highlights, slide-ins) are shown finished.
+  await page.screenshot({ path: path.join(shots, `${name}.png`), animations: 'disabled' });
 }
 
 async function myName(page: Page): Promise<string> {
@@ -108,7 +109,6 @@ test('the dashboard shows a row inserted in PostgreSQL within a second, then its
   await page.locator('[data-order-id="4"]').waitFor({ timeout: 5000 });
   await waitFor(async () => (await page.locator('[data-order-id="5"]').count()) === 0, 'the deleted row to leave');
   assert.equal(await page.getByTestId('orders-count').textContent(), '4');
-  await page.waitForTimeout(1700); // let the row highlights fade for the screenshot
   await shot(page, '1-orders');
 });
 
@@ -121,6 +121,16 @@ test('the dashboard of a node without a database says how to start one', async (
   assert.match(text, /make db/);
   assert.match(text, /UPDRAFT_DATABASE_URL=\$DB UPDRAFT_TRACK_TABLES=orders make run/);
   await shot(page, '1-orders-no-database');
+});
+
+test("a gateway that does not allow the page's origin refuses it, and the page says how to allow it", async () => {
+  const strict = await startNode('', { ...demoEnv, UPDRAFT_ALLOWED_ORIGINS: 'https://app.example.com' });
+  const page = await open(strict, '/chat/general', false);
+  const banner = page.getByRole('status');
+  await banner.waitFor({ timeout: 10_000 });
+  assert.ok(((await banner.textContent()) ?? '').includes(`UPDRAFT_ALLOWED_ORIGINS=${strict.url}`));
+  assert.notEqual(await page.getByTestId('status').getAttribute('data-status'), 'connected');
+  await shot(page, '0-origin-refused');
 });
 
 test('chat: a message crosses nodes, presence shows both members and the typing indicator; a closed page leaves', async () => {
@@ -162,6 +172,7 @@ test('chat scroll-back: the room opens with the last 50 messages and loads the e
   await msgs.getByText('backlog message 1', { exact: true }).waitFor();
   assert.equal(await msgs.locator('.msg').count(), 70);
   assert.equal(await page.getByText('Load earlier messages').count(), 0);
+  await msgs.evaluate((el) => el.scrollTo(0, 0));
   await shot(page, '2-chat-history');
 });
 

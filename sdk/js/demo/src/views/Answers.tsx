@@ -6,6 +6,7 @@ import { useEffect, useRef, useState } from 'react';
 import type { MessagePayload } from '@updraft/client';
 import { useChannel, useTick } from '../realtime';
 import { CodeBlock } from './CodeBlock';
+import { Icon } from './Icon';
 
 interface Answer {
   first: number;
@@ -79,11 +80,14 @@ function Viewer({ topic }: { topic: string }) {
           </p>
         </div>
       </div>
-      <div className="split answers">
+      <div className="answers">
         <section className="card answer-card">
           <div className="card-head">
             <h2>
-              <span className="spark">✦</span> Assistant
+              <span className="spark">
+                <Icon name="sparkle" size={18} />
+              </span>
+              Assistant
             </h2>
             {latest && (
               <span className={`answer-state ${streaming ? 'streaming' : latest.error ? 'failed' : 'done'}`} data-testid="answer-state">
@@ -94,8 +98,10 @@ function Viewer({ topic }: { topic: string }) {
           {state.phase === 'error' && <div className="alert">Could not subscribe to {topic}: {state.error.message}</div>}
           {!latest ? (
             <div className="empty">
-              <div className="empty-icon">✦</div>
-              <p>Waiting for an answer on {topic}. Run the command on the right in a terminal.</p>
+              <div className="empty-icon">
+                <Icon name="sparkle" size={28} />
+              </div>
+              <p>Waiting for an answer on {topic}. Run the command below in a terminal.</p>
             </div>
           ) : (
             <div className="answer" data-testid="answer">
@@ -123,7 +129,7 @@ function Viewer({ topic }: { topic: string }) {
             </div>
           )}
         </section>
-        <aside className="card how">
+        <section className="card how">
           <div className="card-head">
             <h2>Stream one yourself</h2>
           </div>
@@ -133,7 +139,7 @@ function Viewer({ topic }: { topic: string }) {
             From a Node server, <code>createServerClient(...).stream('{topic}', 'token', tokens())</code> does the same with your model's output.
             Watchers subscribe with <code>rewind</code> so that late joiners see the whole answer.
           </p>
-        </aside>
+        </section>
       </div>
     </div>
   );

@@ -5,6 +5,7 @@ import { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import type { HistoryMessage, MessagePayload } from '@updraft/client';
 import { initials, me, realtime, useChannel, usePresence, useTick } from '../realtime';
 import { link } from '../router';
+import { Icon } from './Icon';
 
 interface ChatData {
   text: string;
@@ -176,7 +177,9 @@ function Room({ room }: { room: string }) {
           {state.phase === 'error' && <div className="alert">Could not join {topic}: {state.error.message}</div>}
           {messages.length === 0 && state.phase !== 'error' && (
             <div className="empty-chat">
-              <div className="empty-icon">💬</div>
+              <div className="empty-icon">
+                <Icon name="chat" size={28} />
+              </div>
               <p>No messages in #{room} yet. Say hello — everyone here sees it instantly.</p>
             </div>
           )}

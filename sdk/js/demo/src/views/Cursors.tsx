@@ -125,7 +125,7 @@ function Board({ board }: { board: string }) {
         )}
         {[...cursors.values()].map((c) => (
           <div key={c.id} className="cursor" data-cursor={c.name} style={{ left: `${c.x * 100}%`, top: `${c.y * 100}%` }}>
-            <svg width="22" height="22" viewBox="0 0 24 24" aria-hidden="true">
+            <svg width="26" height="26" viewBox="0 0 24 24" aria-hidden="true">
               <path d="M4 3l15 8-6.5 1.8L10 20z" fill={c.color} stroke="white" strokeWidth="1.5" strokeLinejoin="round" />
             </svg>
             <span className="cursor-label" style={{ background: c.color }}>

@@ -5,6 +5,7 @@ import { useState } from 'react';
 import type { ChangePayload } from '@updraft/client';
 import { ago, useChannel, useServerConfig, useTick, type ServerConfig } from '../realtime';
 import { CodeBlock } from './CodeBlock';
+import { Icon } from './Icon';
 
 type Row = Record<string, unknown> & { id?: unknown };
 interface Shown {
@@ -53,15 +54,16 @@ function title(column: string): string {
 function SetupCard({ config }: { config: ServerConfig }) {
   return (
     <section className="card setup" data-testid="orders-setup">
-      <div className="setup-icon">🗄️</div>
+      <div className="setup-icon">
+        <Icon name="database" size={28} />
+      </div>
       <h2>Connect a database to see live orders</h2>
       <p>
         This node runs {config.mode === 'embedded' ? 'without a database' : 'in a cluster'}, so no table is tracked. Start a throwaway PostgreSQL
         with a sample <code>orders</code> table, then run Updraft against it:
       </p>
       <CodeBlock
-        code={`make db                      # a PostgreSQL on 127.0.0.1:55432 with an orders table
-eval "$(make -s db)"         # sets DB=postgres://...
+        code={`eval "$(make -s db)"    # make db: a PostgreSQL on 127.0.0.1:55432 with an orders table; sets DB
 UPDRAFT_DATABASE_URL=$DB UPDRAFT_TRACK_TABLES=orders make run`}
       />
       <p>Then change a row and watch it arrive here:</p>
