@@ -110,6 +110,11 @@ test('the dashboard shows a row inserted in PostgreSQL within a second, then its
   await waitFor(async () => (await page.locator('[data-order-id="5"]').count()) === 0, 'the deleted row to leave');
   assert.equal(await page.getByTestId('orders-count').textContent(), '4');
   await shot(page, '1-orders');
+  // A page opened later builds the table from the retained changes.
+  const late = await open(b, '/');
+  await waitFor(async () => (await late.getByTestId('orders-count').textContent()) === '4', 'the late page to show the four orders');
+  assert.equal(await late.locator('[data-order-id="5"]').count(), 0);
+  assert.equal(await late.locator('[data-order-id="1"] .badge').textContent(), 'shipped');
 });
 
 test('the dashboard of a node without a database says how to start one', async () => {

@@ -135,7 +135,7 @@ function Board({ board }: { board: string }) {
         ))}
       </div>
       <p className="footnote muted">
-        {sent} position updates sent from this tab · {cursors.size} remote cursor{cursors.size === 1 ? '' : 's'} live
+        {sent} position update{sent === 1 ? '' : 's'} sent from this tab · {cursors.size} remote cursor{cursors.size === 1 ? '' : 's'} live
       </p>
     </div>
   );

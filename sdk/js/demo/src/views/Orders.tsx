@@ -1,7 +1,7 @@
 // The live orders dashboard: the `orders` table topic, rebuilt from its
 // recent changes (rewind) and kept live. Rows appear, change and leave as
 // PostgreSQL commits them.
-import { useState } from 'react';
+import { useRef, useState } from 'react';
 import type { ChangePayload } from '@updraft/client';
 import { ago, useChannel, useServerConfig, useTick, type ServerConfig } from '../realtime';
 import { CodeBlock } from './CodeBlock';
@@ -13,6 +13,8 @@ interface Shown {
   version: number;
   at: number;
   leaving: boolean;
+  /** Changed while the page watched (highlighted), not replayed on load. */
+  fresh: boolean;
 }
 interface Activity {
   seq: number;
@@ -101,20 +103,24 @@ function Dashboard() {
   const [rows, setRows] = useState<Map<string, Shown>>(() => new Map());
   const [activity, setActivity] = useState<Activity[]>([]);
   const now = useTick(5000);
+  const mounted = useRef(Date.now());
 
   const change = (p: ChangePayload<Row>) => {
     const key = rowKey(p.data);
+    // Changes replayed on load (rewind) build the table without animation.
+    const fresh = p.ts >= mounted.current - 1000;
     setRows((prev) => {
       const next = new Map(prev);
       const was = prev.get(key);
       if (p.event === 'DELETE') {
-        if (was) next.set(key, { ...was, leaving: true });
+        if (was && fresh) next.set(key, { ...was, leaving: true });
+        else next.delete(key);
       } else {
-        next.set(key, { row: p.data, version: (was?.version ?? 0) + 1, at: p.ts, leaving: false });
+        next.set(key, { row: p.data, version: (was?.version ?? 0) + 1, at: p.ts, leaving: false, fresh });
       }
       return next;
     });
-    if (p.event === 'DELETE') {
+    if (p.event === 'DELETE' && fresh) {
       // The row fades out, then goes (unless it came back meanwhile).
       setTimeout(() => {
         setRows((cur) => {
@@ -183,7 +189,7 @@ function Dashboard() {
               </thead>
               <tbody>
                 {list.map((r) => (
-                  <tr key={`${rowKey(r.row)}-${r.version}`} data-order-id={rowKey(r.row)} className={r.leaving ? 'row leaving' : r.version > 1 ? 'row updated' : 'row inserted'}>
+                  <tr key={`${rowKey(r.row)}-${r.version}`} data-order-id={rowKey(r.row)} className={r.leaving ? 'row leaving' : !r.fresh ? 'row' : r.version > 1 ? 'row updated' : 'row inserted'}>
                     {columns.map((c) => (
                       <td key={c} className={c === 'total' || c === 'amount' ? 'num' : undefined}>
                         {c === 'id' ? <strong>#{String(r.row[c])}</strong> : cell(c, r.row[c])}
