@@ -155,6 +155,9 @@ test('chat: a message crosses nodes, presence shows both members and the typing 
   await pb.getByTestId('composer').fill('Hi A, B here on the other node');
   await pb.getByTestId('composer').press('Enter');
   await pa.getByTestId('messages').getByText('B here on the other node').waitFor({ timeout: 5000 });
+  // The seed's server-side call shape reaches both pages.
+  await createServerClient({ url: a.url, apiKey: API_KEY }).socket.emit('message', { text: 'Deploy finished', timestamp: Date.now() }, 'chat/general');
+  for (const p of [pa, pb]) await p.getByTestId('messages').getByText('Deploy finished').waitFor({ timeout: 5000 });
   await shot(pa, '2-chat');
 
   await pb.context().close();
@@ -246,4 +249,10 @@ test('AI answers: a stream renders token by token, and a page opened mid-stream 
   const pc = await open(a, '/answers/e2e');
   await pc.getByTestId('answer-state').getByText('complete').waitFor({ timeout: 5000 });
   assert.equal(await text(pc), whole);
+  // The sample button publishes an answer from the page itself; the other node's page renders it.
+  await pc.getByRole('button', { name: 'Play a sample answer' }).click();
+  await pb!.getByTestId('answer-state').getByText('streaming…').waitFor({ timeout: 5000 });
+  await pb!.getByTestId('answer-state').getByText('complete').waitFor({ timeout: 15_000 });
+  assert.match((await text(pb!)) ?? '', /^Updraft keeps one WebSocket per browser tab\..*continues live\.$/);
+  await shot(pb!, '4-answer-sample');
 });

@@ -3,6 +3,7 @@
 // they arrive; a page opened late replays the answer so far (rewind) and
 // then continues live, so every watcher sees it whole.
 import { useEffect, useRef, useState } from 'react';
+import type { RealtimeChannel } from '@updraft/client';
 import type { MessagePayload } from '@updraft/client';
 import { useChannel, useTick } from '../realtime';
 import { CodeBlock } from './CodeBlock';
@@ -40,7 +41,7 @@ export function Answers({ name }: { name: string }) {
 function Viewer({ topic }: { topic: string }) {
   const [answers, setAnswers] = useState<Answer[]>([]);
   const now = useTick(1000);
-  const [, state] = useChannel(topic, { rewind: REWIND }, {
+  const [channel, state] = useChannel(topic, { rewind: REWIND }, {
     token: (p: MessagePayload) =>
       setAnswers((prev) => {
         const cur = prev[prev.length - 1];
@@ -135,6 +136,10 @@ function Viewer({ topic }: { topic: string }) {
           </div>
           <p>Each line on standard input is one JSON value, published the moment it is read:</p>
           <CodeBlock code={command(topic)} />
+          <p>
+            No terminal at hand? <SampleButton channel={channel} disabled={streaming} /> publishes a sample answer from this page, token by
+            token, as a model would.
+          </p>
           <p className="muted">
             From a Node server, <code>createServerClient(...).stream('{topic}', 'token', tokens())</code> does the same with your model's output.
             Watchers subscribe with <code>rewind</code> so that late joiners see the whole answer.
@@ -142,5 +147,34 @@ function Viewer({ topic }: { topic: string }) {
         </section>
       </div>
     </div>
+  );
+}
+
+const SAMPLE =
+  'Updraft keeps one WebSocket per browser tab. Tokens published to a topic reach every subscriber in order, and because the topic keeps its recent history, a viewer who arrives halfway through replays what was already said and then continues live.';
+
+/** Publishes SAMPLE a word at a time from this page (anonymous access lets a page publish). */
+function SampleButton({ channel, disabled }: { channel: RealtimeChannel | null; disabled: boolean }) {
+  const [playing, setPlaying] = useState(false);
+  const play = async () => {
+    if (!channel) return;
+    setPlaying(true);
+    try {
+      const words = SAMPLE.split(' ');
+      for (let i = 0; i < words.length; i++) {
+        await channel.publish('token', i ? ` ${words[i]}` : words[i]);
+        await new Promise((r) => setTimeout(r, 70));
+      }
+      await channel.publish('token.end', { count: words.length });
+    } catch {
+      // the connection dropped: the answer stays unfinished, as a broken stream would
+    } finally {
+      setPlaying(false);
+    }
+  };
+  return (
+    <button type="button" className="inline-button" onClick={play} disabled={!channel || playing || disabled}>
+      {playing ? 'Streaming…' : 'Play a sample answer'}
+    </button>
   );
 }

@@ -33,7 +33,9 @@ function isChat(d: unknown): d is ChatData {
 
 function toMsg(m: MessagePayload | HistoryMessage): Msg | null {
   if (!isChat(m.data)) return null;
-  return { seq: m.seq, data: { ...m.data, author: typeof m.data.author === 'string' ? m.data.author : 'someone' }, from: m.from, ts: m.ts };
+  // Messages emitted over HTTP (sdk.socket.emit, updraft emit) have no sender: the server's.
+  const author = typeof m.data.author === 'string' ? m.data.author : m.from === undefined ? 'Server' : 'Anonymous';
+  return { seq: m.seq, data: { ...m.data, author }, from: m.from, ts: m.ts };
 }
 
 function merge(prev: Msg[], more: Msg[]): Msg[] {
