@@ -159,6 +159,13 @@ test('chat: a message crosses nodes, presence shows both members and the typing 
   await createServerClient({ url: a.url, apiKey: API_KEY }).socket.emit('message', { text: 'Deploy finished', timestamp: Date.now() }, 'chat/general');
   for (const p of [pa, pb]) await p.getByTestId('messages').getByText('Deploy finished').waitFor({ timeout: 5000 });
   await shot(pa, '2-chat');
+  // Client-side navigation away and back rejoins the room afresh: history and members again.
+  await pa.locator('a.room', { hasText: 'engineering' }).click();
+  await pa.getByRole('heading', { name: '#engineering' }).waitFor();
+  await pa.locator('a.room', { hasText: 'general' }).click();
+  await pa.getByTestId('messages').getByText('Deploy finished').waitFor({ timeout: 5000 });
+  assert.equal(await pa.getByTestId('messages').locator('.msg').count(), 3);
+  await waitFor(async () => (await pa.getByTestId('member-count').textContent()) === '2', 'two members after coming back');
 
   await pb.context().close();
   await waitFor(async () => (await pa.getByTestId('member-count').textContent()) === '1', 'the closed page to leave', 15_000);
