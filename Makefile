@@ -28,11 +28,12 @@ GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*'
 	-not -path './tmp/*' -not -path '*/testdata/*' -not -path '*/node_modules/*')
 
 .DEFAULT_GOAL := build
-.PHONY: help build run deps test bench cluster db db-down fmt lint clean
+.PHONY: help build run demo deps test bench cluster db db-down fmt lint clean
 
 help:
 	@echo 'make build    build $(BIN)'
 	@echo 'make run      run one embedded node on $(UPDRAFT_ADDR) (no Redis, anonymous access on)'
+	@echo 'make demo     rebuild the demo app the binary serves at / (demo/dist, from sdk/js/demo; needs Node.js 20+), then commit demo/'
 	@echo 'make deps     check (and on Debian/Ubuntu as root, install) redis-server, PostgreSQL, a C compiler and Node.js 20+'
 	@echo 'make test     go vet, go test -race (e2e: race-checked gateways), a short fuzz of the protocol decoder and filter parser, then the TypeScript SDK tests (sdk/js)'
 	@echo 'make bench    run every Go benchmark, then the updraft bench scenarios (scripts/bench.sh)'
@@ -59,9 +60,15 @@ RUN_KEY = $(if $(filter dev-key,$(UPDRAFT_API_KEY)),dev-key,\"\$$UPDRAFT_API_KEY
 run: build
 	@echo "updraft: embedded node on http://$(RUN_HOST), try: $(BIN) tail $(call RUN_URL,ws,/api/realtime)chat/general   then in another terminal: $(BIN) emit $(call RUN_URL,http,)--api-key $(RUN_KEY) chat/general message '{\"text\":\"hi\"}'"
 	@$(if $(UPDRAFT_JWT_SECRET),echo 'updraft: tokens signed with UPDRAFT_JWT_SECRET are accepted too (mint one with: $(BIN) token --sub user-7 --subscribe "chat/*"); anonymous access stays on',true)
-	@UPDRAFT_REDIS_URL= UPDRAFT_ALLOW_ANONYMOUS=true UPDRAFT_API_KEY='$(UPDRAFT_API_KEY)' \
+	@UPDRAFT_REDIS_URL= UPDRAFT_ALLOW_ANONYMOUS=true UPDRAFT_DEMO=true UPDRAFT_API_KEY='$(UPDRAFT_API_KEY)' \
 		UPDRAFT_ADDR='$(UPDRAFT_ADDR)' UPDRAFT_ALLOWED_ORIGINS='$(UPDRAFT_ALLOWED_ORIGINS)' \
 		UPDRAFT_JWT_SECRET='$(UPDRAFT_JWT_SECRET)' exec $(BIN) serve
+
+# The demo app's assets are committed (make run needs no Node); this
+# rebuilds them from sdk/js/demo and @updraft/client's sources, and
+# records their digest in demo/sources.sha256 for the staleness test.
+demo:
+	cd sdk/js && npm ci --no-audit --no-fund && npm run build --workspace @updraft/demo
 
 deps:
 	@scripts/ensure-deps.sh $(TEST_DEPS)

@@ -114,6 +114,10 @@ type Config struct {
 	// Registry receives the gateway's metrics and serves /metrics
 	// (default: a fresh registry).
 	Registry *prometheus.Registry
+	// Site, when set, serves every request that none of the gateway's
+	// own endpoints claims (the demo app at /, with UPDRAFT_DEMO=true).
+	// The gateway's paths keep priority.
+	Site http.Handler
 }
 
 // Defaults for Config.
@@ -237,6 +241,9 @@ func New(cfg Config) (*Server, error) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	if cfg.Site != nil {
+		s.mux.Handle("/", cfg.Site)
+	}
 	s.metricsMux = s.mux
 	if cfg.MetricsListener != nil {
 		s.metricsMux = http.NewServeMux()

@@ -549,3 +549,32 @@ func TestSendQueueShutDropsWhatAFailedWriterLeft(t *testing.T) {
 		t.Fatalf("node counts %d bytes after the session ended, want 0", got)
 	}
 }
+
+// A Site (the demo app) gets what the gateway's endpoints do not claim;
+// they keep priority.
+func TestSiteServesTheRest(t *testing.T) {
+	site := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "site "+r.Method+" "+r.URL.Path) })
+	s, err := New(Config{NodeID: "n", Broker: newTestBroker(t, nil), AllowAnonymous: true, Site: site})
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, target string) (int, string) {
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+		return rec.Code, rec.Body.String()
+	}
+	for _, p := range []string{"/", "/chat/general", "/assets/app.js"} {
+		if code, body := do("GET", p); code != 200 || body != "site GET "+p {
+			t.Errorf("GET %s: %d %q, want the site", p, code, body)
+		}
+	}
+	if code, body := do("GET", "/healthz"); code != 200 || strings.HasPrefix(body, "site") {
+		t.Errorf("GET /healthz: %d %q, want the gateway's", code, body)
+	}
+	if code, body := do("GET", "/api/v1/history?topic=chat/x"); code != 401 || strings.HasPrefix(body, "site") {
+		t.Errorf("GET /api/v1/history without a key: %d %q, want the gateway's 401", code, body)
+	}
+	if code, body := do("GET", "/api/realtime"); code == 200 || strings.HasPrefix(body, "site") {
+		t.Errorf("GET /api/realtime without an upgrade: %d %q, want the gateway's refusal", code, body)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/demo"
 	"github.com/updraft/updraft/durable"
 	"github.com/updraft/updraft/gateway"
 	"github.com/updraft/updraft/presence"
@@ -51,6 +53,8 @@ type serveConfig struct {
 	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info"`
 	Pprof            bool          `envconfig:"PPROF" default:"false"`
 	MetricsAddr      string        `envconfig:"METRICS_ADDR"`
+	// Demo serves the demo app (package demo) at /.
+	Demo bool `envconfig:"DEMO" default:"false"`
 
 	DatabaseURL          string   `envconfig:"DATABASE_URL"`
 	PersistTopics        []string `envconfig:"PERSIST_TOPICS"`
@@ -287,6 +291,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("UPDRAFT_METRICS_ADDR: %w", err)
 		}
 	}
+	var site http.Handler
+	if cfg.Demo {
+		site = demoSite(cfg, mem != nil)
+		log.Info("serving the demo app at /")
+		if len(cfg.AllowedOrigins) == 0 {
+			log.Warn("UPDRAFT_DEMO: UPDRAFT_ALLOWED_ORIGINS is empty, so the demo's page may not open a WebSocket; list the origin it is opened from (make run allows http://127.0.0.1:* and http://localhost:*)")
+		}
+	}
 	gw, err := gateway.New(gateway.Config{
 		DurableHistory:    cfg.DatabaseURL != "",
 		NodeID:            cfg.NodeID,
@@ -314,6 +326,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		MaxPresenceState:  cfg.PresenceMaxState,
 		Logger:            log.Named("gateway"),
 		Registry:          reg,
+		Site:              site,
 	})
 	if err != nil {
 		ln.Close()
@@ -334,4 +347,23 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Warn("anonymous access is on: any client may subscribe and publish to anything (development only)")
 	}
 	return gw.Serve(ctx, ln)
+}
+
+// demoSite is the demo app's handler. It tells the app which tables it can
+// expect changes of: in embedded mode the ones this node tracks (none
+// without a database), in a cluster the ones UPDRAFT_TRACK_TABLES names
+// here, as a hint, since `updraft tracker` tracks them elsewhere.
+func demoSite(cfg serveConfig, embedded bool) http.Handler {
+	dc := demo.Config{Mode: "cluster"}
+	if embedded {
+		dc.Mode = "embedded"
+	}
+	if !embedded || cfg.DatabaseURL != "" {
+		var tc struct {
+			Tables []string `envconfig:"TRACK_TABLES"`
+		}
+		_ = envconfig.Process("UPDRAFT", &tc) // a bad value stops the tracker's own start-up
+		dc.Tables = tc.Tables
+	}
+	return demo.Handler(dc)
 }

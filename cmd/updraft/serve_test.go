@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -129,6 +131,28 @@ func TestServeRefusesWrongRedisSettings(t *testing.T) {
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s: serve still running after 30s; stderr %q", url, stderr.String())
+		}
+	}
+}
+
+// The demo app is told which tables to expect changes of: in embedded mode
+// those this node tracks (none without a database), in a cluster those
+// UPDRAFT_TRACK_TABLES names.
+func TestDemoSiteConfig(t *testing.T) {
+	t.Setenv("UPDRAFT_TRACK_TABLES", "orders,items")
+	for _, c := range []struct {
+		cfg      serveConfig
+		embedded bool
+		want     string
+	}{
+		{serveConfig{}, true, `{"mode":"embedded","tables":[]}`},
+		{serveConfig{DatabaseURL: "postgres://x"}, true, `{"mode":"embedded","tables":["orders","items"]}`},
+		{serveConfig{RedisURL: "redis://x"}, false, `{"mode":"cluster","tables":["orders","items"]}`},
+	} {
+		rec := httptest.NewRecorder()
+		demoSite(c.cfg, c.embedded).ServeHTTP(rec, httptest.NewRequest("GET", "/config.json", nil))
+		if got, _ := io.ReadAll(rec.Body); string(got) != c.want {
+			t.Errorf("%+v embedded=%v: /config.json %s, want %s", c.cfg, c.embedded, got, c.want)
 		}
 	}
 }

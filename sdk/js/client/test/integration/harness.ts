@@ -248,6 +248,42 @@ export async function startNode(redisUrl: string, extra: Record<string, string> 
   throw new Error(`updraft serve did not become ready; last log lines:\n${last}`);
 }
 
+/**
+ * Starts `updraft tracker` (the cluster's change tracker) on a free port
+ * with extra env (UPDRAFT_DATABASE_URL, UPDRAFT_TRACK_TABLES, ...), and
+ * waits for its /healthz: it runs, leading or standing by.
+ */
+export async function startTracker(redisUrl: string, extra: Record<string, string>): Promise<Proc> {
+  const binary = updraftBinary();
+  let last = '';
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const addr = `127.0.0.1:${await freePort()}`;
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      UPDRAFT_ADDR: addr,
+      UPDRAFT_REDIS_URL: redisUrl,
+      UPDRAFT_LOG_LEVEL: 'warn',
+      ...extra,
+    };
+    const p = new Proc(binary, ['tracker'], env, `tracker-${addr.replace(':', '-')}`);
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline && !p.done) {
+      try {
+        const r = await fetch(`http://${addr}/healthz`, { signal: AbortSignal.timeout(1000) });
+        if (r.status === 200) return p;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await p.kill();
+    last = p.tail();
+    if (!last.includes('address already in use')) break;
+  }
+  throw new Error(`updraft tracker did not become healthy; last log lines:\n${last}`);
+}
+
 /** Mints an HS256 JWT for the test secret; exp defaults to an hour from now. */
 export function jwt(claims: Record<string, unknown>): string {
   const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
