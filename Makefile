@@ -20,8 +20,9 @@ UPDRAFT_JWT_SECRET ?=
 
 # Tools `make test` needs beyond Go: redis-server always, a C compiler for
 # -race, the PostgreSQL server (initdb, postgres) for the tests that start
-# their own. Add --haproxy here if tests ever start needing it.
-TEST_DEPS := --race --postgres --node
+# their own, Node.js 20+ for the TypeScript SDK and Debian's chromium for
+# its browser tests. Add --haproxy here if tests ever start needing it.
+TEST_DEPS := --race --postgres --node --chromium
 
 # Every Go file we own, for gofmt (testdata may hold deliberately odd code).
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*' \
@@ -32,9 +33,9 @@ GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './bin/*'
 
 help:
 	@echo 'make build    build $(BIN)'
-	@echo 'make run      run one embedded node on $(UPDRAFT_ADDR) (no Redis, anonymous access on)'
+	@echo 'make run      run one embedded node on $(UPDRAFT_ADDR) (no Redis, anonymous access on, the demo app at /)'
 	@echo 'make demo     rebuild the demo app the binary serves at / (demo/dist, from sdk/js/demo; needs Node.js 20+), then commit demo/'
-	@echo 'make deps     check (and on Debian/Ubuntu as root, install) redis-server, PostgreSQL, a C compiler and Node.js 20+'
+	@echo 'make deps     check (and on Debian/Ubuntu as root, install) redis-server, PostgreSQL, a C compiler, Node.js 20+ and chromium'
 	@echo 'make test     go vet, go test -race (e2e: race-checked gateways), a short fuzz of the protocol decoder and filter parser, then the TypeScript SDK tests (sdk/js)'
 	@echo 'make bench    run every Go benchmark, then the updraft bench scenarios (scripts/bench.sh)'
 	@echo 'make cluster  Redis + 3 gateways (127.0.0.1:8081-8083) + haproxy on 127.0.0.1:8080'
@@ -58,7 +59,7 @@ RUN_URL = $(if $(filter 127.0.0.1:8080,$(RUN_HOST)),,--url $(1)://$(RUN_HOST)$(2
 RUN_KEY = $(if $(filter dev-key,$(UPDRAFT_API_KEY)),dev-key,\"\$$UPDRAFT_API_KEY\")
 
 run: build
-	@echo "updraft: embedded node on http://$(RUN_HOST), try: $(BIN) tail $(call RUN_URL,ws,/api/realtime)chat/general   then in another terminal: $(BIN) emit $(call RUN_URL,http,)--api-key $(RUN_KEY) chat/general message '{\"text\":\"hi\"}'"
+	@echo "updraft: embedded node on http://$(RUN_HOST) (open it in a browser for the demo app), try: $(BIN) tail $(call RUN_URL,ws,/api/realtime)chat/general   then in another terminal: $(BIN) emit $(call RUN_URL,http,)--api-key $(RUN_KEY) chat/general message '{\"text\":\"hi\"}'"
 	@$(if $(UPDRAFT_JWT_SECRET),echo 'updraft: tokens signed with UPDRAFT_JWT_SECRET are accepted too (mint one with: $(BIN) token --sub user-7 --subscribe "chat/*"); anonymous access stays on',true)
 	@UPDRAFT_REDIS_URL= UPDRAFT_ALLOW_ANONYMOUS=true UPDRAFT_DEMO=true UPDRAFT_API_KEY='$(UPDRAFT_API_KEY)' \
 		UPDRAFT_ADDR='$(UPDRAFT_ADDR)' UPDRAFT_ALLOWED_ORIGINS='$(UPDRAFT_ALLOWED_ORIGINS)' \

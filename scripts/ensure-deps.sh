@@ -10,6 +10,7 @@
 #   scripts/ensure-deps.sh --haproxy  ... and haproxy >= 2.0 (make cluster)
 #   scripts/ensure-deps.sh --postgres ... and the PostgreSQL >= 13 server (initdb, postgres)
 #   scripts/ensure-deps.sh --node     ... and Node.js >= 20 with npm (the TypeScript SDK's tests)
+#   scripts/ensure-deps.sh --chromium ... and Debian's chromium at /usr/bin/chromium (the browser tests)
 #   scripts/ensure-deps.sh --postgres-bindir  as --postgres, then print the directory
 #                                     holding initdb, postgres and pg_ctl (make db)
 #
@@ -22,6 +23,7 @@ want_cc=0
 want_haproxy=0
 want_postgres=0
 want_node=0
+want_chromium=0
 print_bindir=0
 for arg in "$@"; do
 	case $arg in
@@ -29,13 +31,14 @@ for arg in "$@"; do
 	--haproxy) want_haproxy=1 ;;
 	--postgres) want_postgres=1 ;;
 	--node) want_node=1 ;;
+	--chromium) want_chromium=1 ;;
 	--postgres-bindir) want_postgres=1 print_bindir=1 ;;
 	-h | --help)
-		sed -n '2,18s/^# \{0,1\}//p' "$0"
+		sed -n '2,19s/^# \{0,1\}//p' "$0"
 		exit 0
 		;;
 	*)
-		echo "ensure-deps: unknown argument $arg (want --race, --haproxy, --postgres, --postgres-bindir, --node)" >&2
+		echo "ensure-deps: unknown argument $arg (want --race, --haproxy, --postgres, --postgres-bindir, --node, --chromium)" >&2
 		exit 2
 		;;
 	esac
@@ -162,6 +165,10 @@ check() {
 		elif ! have npm; then
 			missing "npm not found: $node_install" npm
 		fi
+	fi
+	if ((want_chromium)) && [ ! -x /usr/bin/chromium ]; then
+		# playwright-core drives this one; it never downloads a browser.
+		missing "chromium not found at /usr/bin/chromium: apt-get install chromium (Debian) / on Ubuntu, whose chromium is a snap, Debian's package or Google Chrome linked there" chromium
 	fi
 	if ((want_haproxy)); then
 		v=$(haproxy_version)
