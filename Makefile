@@ -83,7 +83,8 @@ test: deps
 	UPDRAFT_TESTENV_RACE=1 $(GO) test -count=1 -timeout 30m ./e2e
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=300000x -fuzzminimizetime=1s ./protocol
 	$(GO) test -run='^$$' -fuzz='^FuzzParseFilter$$' -fuzztime=200000x -fuzzminimizetime=1s ./protocol
-	cd sdk/js && npm ci --no-audit --no-fund && npm run build && npm test
+	$(MAKE) --no-print-directory build
+	cd sdk/js && npm ci --no-audit --no-fund && npm run build && UPDRAFT_BIN=$(CURDIR)/$(BIN) npm test
 
 bench: deps build
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
