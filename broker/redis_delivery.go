@@ -41,10 +41,24 @@ const checkBatch = 1000
 func (r *Redis) receive() {
 	defer close(r.loopDone)
 	ctx := context.Background() // no deadline: the read waits for traffic; Close unblocks it
-	backoff := time.Duration(0)
+	// backoff grows while reads fail in a row, and refusals while error
+	// replies come in a row (a refusal is also what a reconnect to a Redis
+	// that rejects the password reads, attempt after attempt).
+	backoff, refusals := time.Duration(0), time.Duration(0)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	// pause doubles d and waits it, reporting false when the node closed.
+	pause := func(d *time.Duration) bool {
+		*d = min(max(2**d, minReceiveBackoff), maxReceiveBackoff)
+		timer.Reset(*d)
+		select {
+		case <-timer.C:
+			return true
+		case <-r.done:
+			return false
+		}
+	}
 	for {
 		msg, err := r.ps.Receive(ctx)
 		var refused redis.Error
@@ -52,8 +66,16 @@ func (r *Redis) receive() {
 			// An error reply: the connection is fine (go-redis keeps it).
 			r.lastRefusal.Store(&err)
 			r.refusals.Add(1)
-			r.log.Warn("redis refused a pub/sub command", zap.Error(err))
 			r.onError(err)
+			if refusals == 0 {
+				r.log.Warn("redis refused a pub/sub command", zap.Error(err))
+				refusals = minReceiveBackoff / 2 // the first refusal does not wait
+				continue
+			}
+			r.log.Debug("redis refused a pub/sub command again", zap.Error(err), zap.Duration("backoff", refusals))
+			if !pause(&refusals) {
+				return
+			}
 			continue
 		}
 		if err != nil {
@@ -67,15 +89,12 @@ func (r *Redis) receive() {
 			} else {
 				r.log.Debug("redis pub/sub reconnect failed", zap.Error(err), zap.Duration("backoff", backoff))
 			}
-			backoff = min(max(2*backoff, minReceiveBackoff), maxReceiveBackoff)
-			timer.Reset(backoff)
-			select {
-			case <-timer.C:
-			case <-r.done:
+			if !pause(&backoff) {
 				return
 			}
 			continue
 		}
+		refusals = 0
 		if backoff != 0 {
 			// A read after an error: the connection was re-established and
 			// every channel resubscribed, and what was published meanwhile

@@ -246,3 +246,43 @@ func TestRedisAdvance(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisRefusedReconnectBacksOff: when the pub/sub connection comes back
+// to a Redis that refuses it (the password changed while the node ran),
+// each attempt is an error reply, and the receive loop waits between them
+// as it does between failed dials instead of retrying at once, which spun
+// a core and flooded the log.
+func TestRedisRefusedReconnectBacksOff(t *testing.T) {
+	ctx := context.Background()
+	srv := testenv.StartRedis(t)
+	admin := srv.Client(t)
+	if err := admin.Do(ctx, "ACL", "SETUSER", "node", "on", ">pw", "~*", "&*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRedis(ctx, RedisConfig{URL: "redis://node:pw@" + srv.Addr() + "/0", Handler: (&handled{}).handle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	if err := r.Subscribe(ctx, "chat/x"); err != nil {
+		t.Fatal(err)
+	}
+	// The password changes and the node's connections are cut: every
+	// reconnect is refused (WRONGPASS).
+	if err := admin.Do(ctx, "ACL", "SETUSER", "node", "resetpass", ">other").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "CLIENT", "KILL", "USER", "node").Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, internalWait, func() bool { return r.refusals.Load() > 0 }, "no refused reconnect seen")
+	// A rate, so a window: without a pause between attempts there are
+	// thousands in it (a dial and an AUTH each); with the backoff, which
+	// reaches its one-second ceiling after seven attempts, a handful.
+	start := r.refusals.Load()
+	window := time.NewTimer(time.Second)
+	<-window.C
+	if n := r.refusals.Load() - start; n > 20 {
+		t.Fatalf("%d refused reconnects in one second: the receive loop does not back off", n)
+	}
+}
