@@ -32,7 +32,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -40,6 +39,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/updraft/updraft/internal/backoff"
 	"github.com/updraft/updraft/protocol"
 )
 
@@ -188,8 +188,8 @@ type Options struct {
 	// Logger receives the client's diagnostics. Default: none.
 	Logger *zap.Logger
 
-	// rand returns a random int64 in [0, n); tests replace it. Default
-	// math/rand/v2's Int64N.
+	// rand returns a random int64 in [0, n) for the backoff; tests replace
+	// it. Nil means math/rand/v2's.
 	rand func(n int64) int64
 	// heartbeatUnit is the unit of the connect reply's heartbeat; tests
 	// shorten it. Default a second, as the protocol says.
@@ -225,9 +225,6 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	if o.rand == nil {
-		o.rand = rand.Int64N
-	}
 	if o.heartbeatUnit == 0 {
 		o.heartbeatUnit = time.Second
 	}
@@ -240,6 +237,12 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("client: ReadLimit %d is negative", o.ReadLimit)
 	}
 	return o, nil
+}
+
+// backoff is the policy of the reconnects and of the retries of a
+// resubscribe, re-track or refresh (internal/backoff owns the arithmetic).
+func (o Options) backoff() backoff.Policy {
+	return backoff.Policy{Min: o.MinBackoff, Max: o.MaxBackoff, Rand: o.rand}
 }
 
 // Client is a connection to an Updraft gateway that survives drops. Its

@@ -3,11 +3,11 @@ package client
 import (
 	"context"
 	"errors"
-	"math"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/updraft/updraft/internal/backoff"
 	"github.com/updraft/updraft/protocol"
 )
 
@@ -78,7 +78,7 @@ func transient(err error) bool {
 // retryDelay returns the backoff before retry attempt n (1 for the first
 // failure) of a resubscribe, re-track or refresh: the reconnect's backoff.
 func (c *Client) retryDelay(n int) time.Duration {
-	return backoff(n-1, c.opts.MinBackoff, c.opts.MaxBackoff, c.opts.rand)
+	return c.opts.backoff().Delay(n - 1)
 }
 
 // sleep waits d, or until a or b (either may be nil) is closed or the
@@ -94,30 +94,6 @@ func (c *Client) sleep(d time.Duration, a, b <-chan struct{}) bool {
 	case <-c.ctx.Done():
 	}
 	return false
-}
-
-// backoff returns the sleep before reconnect attempt n (0 for the first):
-// full jitter, a random duration in [0, min(max, base*2^n)]. rnd(k) returns
-// a random int64 in [0, k).
-func backoff(n int, base, max time.Duration, rnd func(int64) int64) time.Duration {
-	ceil := base
-	for i := 0; i < n && ceil < max; i++ {
-		if ceil > max/2 {
-			ceil = max
-			break
-		}
-		ceil *= 2
-	}
-	if ceil > max {
-		ceil = max
-	}
-	if ceil <= 0 {
-		return 0
-	}
-	if ceil == math.MaxInt64 {
-		return time.Duration(rnd(math.MaxInt64))
-	}
-	return time.Duration(rnd(int64(ceil) + 1))
 }
 
 // run watches the current connection and, when it ends, reconnects as the
@@ -157,20 +133,14 @@ func (c *Client) reconnect(atOnce bool, cause error) *conn {
 	for attempt := 0; ; attempt++ {
 		var d time.Duration
 		if !atOnce || attempt > 0 {
-			d = backoff(attempt, c.opts.MinBackoff, c.opts.MaxBackoff, c.opts.rand)
+			d = c.opts.backoff().Delay(attempt)
 		}
 		if fn := c.opts.OnReconnect; fn != nil {
 			n, why := attempt+1, cause
 			c.disp.push(func() { fn(n, d, why) }, true)
 		}
-		if !atOnce || attempt > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-c.ctx.Done():
-				t.Stop()
-				return nil
-			}
+		if (!atOnce || attempt > 0) && !backoff.Sleep(c.ctx.Done(), d) {
+			return nil
 		}
 		ctx, cancel := c.requestContext(c.ctx)
 		cn, err := c.connect(ctx)

@@ -3,8 +3,6 @@ package client
 import (
 	"context"
 	"errors"
-	"math"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,49 +13,31 @@ import (
 	"github.com/updraft/updraft/protocol"
 )
 
-func TestBackoffFullJitter(t *testing.T) {
+// TestBackoffOptions: the reconnects and retries wait as internal/backoff
+// says (tested there), with the Options' limits and randomness.
+func TestBackoffOptions(t *testing.T) {
 	t.Parallel()
-	const base, max = 100 * time.Millisecond, 10 * time.Second
-	highest := func(n int64) int64 { return n - 1 }
-	lowest := func(int64) int64 { return 0 }
-	// The ceiling doubles from base and stops at max.
-	for n, want := range []time.Duration{
-		100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
-		1600 * time.Millisecond, 3200 * time.Millisecond, 6400 * time.Millisecond, max, max,
-	} {
-		if got := backoff(n, base, max, highest); got != want {
-			t.Errorf("attempt %d: ceiling %v, want %v", n, got, want)
+	o, err := Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, rand: func(n int64) int64 { return n - 1 }}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{opts: o}
+	for n, want := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second} {
+		if got := o.backoff().Delay(n); got != want {
+			t.Errorf("reconnect attempt %d: %v, want %v", n, got, want)
 		}
-		if got := backoff(n, base, max, lowest); got != 0 {
-			t.Errorf("attempt %d: floor %v, want 0", n, got)
+		if got := c.retryDelay(n + 1); got != want {
+			t.Errorf("retry %d: %v, want %v", n+1, got, want)
 		}
 	}
-	// Far attempts and huge limits do not overflow.
-	for _, n := range []int{62, 63, 64, 1000, math.MaxInt32} {
-		if got := backoff(n, base, max, highest); got != max {
-			t.Errorf("attempt %d: %v, want %v", n, got, max)
-		}
-		if got := backoff(n, time.Second, math.MaxInt64, highest); got != math.MaxInt64-1 {
-			t.Errorf("attempt %d, no max: %v", n, got)
-		}
+	// The default randomness is full jitter, in [0, ceiling].
+	o, err = Options{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := backoff(3, 0, 0, highest); got != 0 {
-		t.Errorf("zero backoff: %v", got)
-	}
-	// With real randomness every sleep lies in [0, ceiling] and they spread.
-	for n := range 10 {
-		ceil := backoff(n, base, max, highest)
-		var low, high bool
-		for range 1000 {
-			d := backoff(n, base, max, rand.Int64N)
-			if d < 0 || d > ceil {
-				t.Fatalf("attempt %d: %v outside [0, %v]", n, d, ceil)
-			}
-			low = low || d < ceil/2
-			high = high || d >= ceil/2
-		}
-		if !low || !high {
-			t.Errorf("attempt %d: 1000 sleeps all in one half of [0, %v]", n, ceil)
+	for range 100 {
+		if d := o.backoff().Delay(0); d < 0 || d > DefaultMinBackoff {
+			t.Fatalf("first reconnect waits %v, outside [0, %v]", d, DefaultMinBackoff)
 		}
 	}
 }
