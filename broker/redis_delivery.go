@@ -18,10 +18,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/updraft/updraft/internal/backoff"
 )
 
-// Backoff of the receive loop while the pub/sub connection cannot be
-// re-established.
+// Backoff of the receive loop (internal/backoff, full jitter) while the
+// pub/sub connection cannot be re-established, or Redis refuses it.
 const (
 	minReceiveBackoff = 10 * time.Millisecond
 	maxReceiveBackoff = time.Second
@@ -41,24 +43,13 @@ const checkBatch = 1000
 func (r *Redis) receive() {
 	defer close(r.loopDone)
 	ctx := context.Background() // no deadline: the read waits for traffic; Close unblocks it
-	// backoff grows while reads fail in a row, and refusals while error
+	// lost grows while reads fail in a row, and refusing while error
 	// replies come in a row (a refusal is also what a reconnect to a Redis
-	// that rejects the password reads, attempt after attempt).
-	backoff, refusals := time.Duration(0), time.Duration(0)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	// pause doubles d and waits it, reporting false when the node closed.
-	pause := func(d *time.Duration) bool {
-		*d = min(max(2**d, minReceiveBackoff), maxReceiveBackoff)
-		timer.Reset(*d)
-		select {
-		case <-timer.C:
-			return true
-		case <-r.done:
-			return false
-		}
-	}
+	// that rejects the password reads, attempt after attempt); the first
+	// refusal after a good read does not wait.
+	policy := backoff.Policy{Min: minReceiveBackoff, Max: maxReceiveBackoff}
+	lost, refusing := backoff.Backoff{Policy: policy}, backoff.Backoff{Policy: policy}
+	refusedLast := false // an error reply came since the last good read
 	for {
 		msg, err := r.ps.Receive(ctx)
 		var refused redis.Error
@@ -67,13 +58,14 @@ func (r *Redis) receive() {
 			r.lastRefusal.Store(&err)
 			r.refusals.Add(1)
 			r.onError(err)
-			if refusals == 0 {
+			if !refusedLast {
 				r.log.Warn("redis refused a pub/sub command", zap.Error(err))
-				refusals = minReceiveBackoff / 2 // the first refusal does not wait
+				refusedLast = true
 				continue
 			}
-			r.log.Debug("redis refused a pub/sub command again", zap.Error(err), zap.Duration("backoff", refusals))
-			if !pause(&refusals) {
+			d := refusing.Next()
+			r.log.Debug("redis refused a pub/sub command again", zap.Error(err), zap.Duration("backoff", d))
+			if !backoff.Sleep(r.done, d) {
 				return
 			}
 			continue
@@ -84,22 +76,24 @@ func (r *Redis) receive() {
 			}
 			r.dropBarriers()
 			r.onError(err)
-			if backoff == 0 {
+			d := lost.Next()
+			if lost.Attempts() == 1 {
 				r.log.Warn("redis pub/sub connection lost; reconnecting", zap.Error(err))
 			} else {
-				r.log.Debug("redis pub/sub reconnect failed", zap.Error(err), zap.Duration("backoff", backoff))
+				r.log.Debug("redis pub/sub reconnect failed", zap.Error(err), zap.Duration("backoff", d))
 			}
-			if !pause(&backoff) {
+			if !backoff.Sleep(r.done, d) {
 				return
 			}
 			continue
 		}
-		refusals = 0
-		if backoff != 0 {
+		refusedLast = false
+		refusing.Reset()
+		if lost.Attempts() > 0 {
 			// A read after an error: the connection was re-established and
 			// every channel resubscribed, and what was published meanwhile
 			// is lost. Fill every topic now rather than at the next checks.
-			backoff = 0
+			lost.Reset()
 			r.log.Info("redis pub/sub connection restored; channels resubscribed")
 			select {
 			case r.recheck <- struct{}{}:
