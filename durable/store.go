@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/internal/backoff"
 	"github.com/updraft/updraft/internal/pgmigrate"
 )
 
@@ -212,8 +213,16 @@ func (s *Store) drain(batch []pending) {
 	}
 }
 
+// Backoff of a failed batch (internal/backoff, full jitter).
+const (
+	minRetryBackoff = 50 * time.Millisecond
+	maxRetryBackoff = 5 * time.Second
+)
+
+// storeRetrying stores batch, retrying with backoff until it is stored or
+// the store is closed, and tells each message's waiter.
 func (s *Store) storeRetrying(batch []pending) {
-	backoff := 50 * time.Millisecond
+	bo := backoff.Backoff{Policy: backoff.Policy{Min: minRetryBackoff, Max: maxRetryBackoff}}
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := s.insert(ctx, batch)
@@ -223,11 +232,9 @@ func (s *Store) storeRetrying(batch []pending) {
 			return
 		}
 		s.report(err)
-		s.log.Warn("durable: storing a batch failed, retrying", zap.Int("messages", len(batch)), zap.Duration("backoff", backoff), zap.Error(err))
-		select {
-		case <-time.After(backoff):
-			backoff = min(2*backoff, 5*time.Second)
-		case <-s.done:
+		d := bo.Next()
+		s.log.Warn("durable: storing a batch failed, retrying", zap.Int("messages", len(batch)), zap.Duration("backoff", d), zap.Error(err))
+		if !backoff.Sleep(s.done, d) {
 			notify(batch, err)
 			return
 		}
