@@ -36,7 +36,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -44,6 +43,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/internal/backoff"
 	"github.com/updraft/updraft/internal/pgmigrate"
 )
 
@@ -353,7 +353,7 @@ func (t *Tracker) lead(ctx context.Context, lease broker.Lease) error {
 	}()
 	tick := time.NewTicker(t.cfg.PollInterval)
 	defer tick.Stop()
-	var bo backoff
+	bo := newBackoff()
 	lastCopy := time.Now()
 	for {
 		if err := context.Cause(ctx); err != nil {
@@ -381,7 +381,7 @@ func (t *Tracker) lead(ctx context.Context, lease broker.Lease) error {
 				return context.Cause(ctx)
 			}
 		}
-		bo.reset()
+		bo.Reset()
 		t.m.polls.Observe(time.Since(started).Seconds())
 		t.m.batch.Observe(float64(len(msgs)))
 		t.m.changes.Add(float64(len(msgs)))
@@ -406,14 +406,27 @@ func (t *Tracker) lead(ctx context.Context, lease broker.Lease) error {
 	}
 }
 
+// Backoff of the leader's retries of PostgreSQL and Redis
+// (internal/backoff, full jitter).
+const (
+	minRetryBackoff = 100 * time.Millisecond
+	maxRetryBackoff = 5 * time.Second
+)
+
+// newBackoff returns the backoff of one of the leader's retry loops.
+func newBackoff() backoff.Backoff {
+	return backoff.Backoff{Policy: backoff.Policy{Min: minRetryBackoff, Max: maxRetryBackoff}}
+}
+
 // retry logs err, counts it and waits the backoff; false when ctx ended.
-func (t *Tracker) retry(ctx context.Context, bo *backoff, op string, err error) bool {
+func (t *Tracker) retry(ctx context.Context, bo *backoff.Backoff, op string, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
 	t.m.errors.WithLabelValues(op).Inc()
-	t.log.Warn("tracker: "+op+" failed, retrying", zap.Error(err), zap.Duration("backoff", bo.d))
-	return bo.wait(ctx)
+	d := bo.Next()
+	t.log.Warn("tracker: "+op+" failed, retrying", zap.Error(err), zap.Duration("backoff", d))
+	return backoff.Sleep(ctx.Done(), d)
 }
 
 // renew keeps the lease alive, renewing it every third of its TTL; when it
@@ -450,7 +463,7 @@ func (t *Tracker) renew(ctx context.Context, cancel context.CancelCauseFunc, lea
 // from Redis is stored there at once, so that a crash right after does not
 // move the start.
 func (t *Tracker) startCursor(ctx context.Context, lease broker.Lease) (cursor, error) {
-	var bo backoff
+	bo := newBackoff()
 	for {
 		c, err := t.readCursor(ctx, lease)
 		if err == nil {
@@ -677,23 +690,5 @@ func (t *Tracker) janitor(ctx context.Context) {
 				break
 			}
 		}
-	}
-}
-
-// backoff is an exponential backoff with full jitter, 100ms to 5s.
-type backoff struct{ d time.Duration }
-
-func (b *backoff) reset() { b.d = 0 }
-
-// wait sleeps the next backoff; false when ctx ended first.
-func (b *backoff) wait(ctx context.Context) bool {
-	b.d = min(max(2*b.d, 100*time.Millisecond), 5*time.Second)
-	timer := time.NewTimer(rand.N(b.d) + b.d/2)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
 	}
 }
