@@ -26,17 +26,16 @@ import (
 //   - tracks, updates and untracks its own connections' members and
 //     signals join, update and leave at once (unsubscribe, untrack and a
 //     closed connection are leaves);
-//   - heartbeats all its members every third of the presence timeout, in
-//     one store call; members the store lost (a Redis restart) are tracked
-//     again and signalled as joins;
-//   - sweeps, every sixth of the timeout, the topics some local subscriber
+//   - heartbeats all its members every Timings.Heartbeat, in one store
+//     call; members the store lost (a Redis restart) are tracked again and
+//     signalled as joins;
+//   - sweeps, every Timings.Sweep, the topics some local subscriber
 //     watches for presence: the store hands each expired member (a dead
 //     node's) to exactly one sweeper, which signals its leave.
 //
-// Members are stored with a lifetime of two thirds of the timeout, renewed
-// at every heartbeat: a dead node's members expire at most two thirds of
-// the timeout after its last heartbeat and are swept within a sixth more,
-// so they leave within the timeout.
+// Members are stored with a lifetime of Timings.TTL, renewed at every
+// heartbeat, so that a dead node's members leave within the timeout:
+// presence.Timing derives all three from it, and says why that holds.
 type presenceNode struct {
 	mu    sync.Mutex
 	local map[presence.Entry]presence.Member // guarded by mu: members tracked through this node
@@ -54,8 +53,9 @@ const (
 
 const errNoPresence = "presence is not configured on this server"
 
-// presenceTTL is a member's lifetime in the store, renewed by heartbeats.
-func (s *Server) presenceTTL() time.Duration { return s.cfg.PresenceTimeout * 2 / 3 }
+// presenceTiming is this node's presence timings: presence.Timing owns
+// the fractions of the timeout.
+func (s *Server) presenceTiming() presence.Timings { return presence.Timing(s.cfg.PresenceTimeout) }
 
 // tracked is a session's membership on one topic (reader goroutine only).
 type tracked struct {
@@ -158,7 +158,7 @@ func (sess *session) handleTrack(req *protocol.Request) {
 	m := t.member
 	m.Key, m.State = sess.key, bytes.Clone(state)
 	ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
-	joined, err := s.cfg.Presence.Track(ctx, req.Topic, m, s.cfg.NodeID, s.presenceTTL())
+	joined, err := s.cfg.Presence.Track(ctx, req.Topic, m, s.cfg.NodeID, s.presenceTiming().TTL)
 	cancel()
 	if err != nil {
 		sess.presenceError(req.Ref, "track", err)
@@ -277,9 +277,10 @@ func (s *Server) presenceLoop(ctx context.Context) {
 	if s.cfg.Presence == nil {
 		return
 	}
-	beat := time.NewTicker(s.cfg.PresenceTimeout / 3)
+	tm := s.presenceTiming()
+	beat := time.NewTicker(tm.Heartbeat)
 	defer beat.Stop()
-	sweep := time.NewTicker(s.cfg.PresenceTimeout / 6)
+	sweep := time.NewTicker(tm.Sweep)
 	defer sweep.Stop()
 	for {
 		select {
@@ -305,8 +306,9 @@ func (s *Server) heartbeat(ctx context.Context) {
 	if len(entries) == 0 {
 		return
 	}
-	hctx, cancel := context.WithTimeout(ctx, s.cfg.PresenceTimeout/3)
-	missing, err := s.cfg.Presence.Heartbeat(hctx, s.cfg.NodeID, entries, s.presenceTTL())
+	tm := s.presenceTiming()
+	hctx, cancel := context.WithTimeout(ctx, tm.Heartbeat)
+	missing, err := s.cfg.Presence.Heartbeat(hctx, s.cfg.NodeID, entries, tm.TTL)
 	cancel()
 	if err != nil {
 		s.log.Warn("presence heartbeat failed", zap.Int("members", len(entries)), zap.Error(err))
@@ -320,7 +322,7 @@ func (s *Server) heartbeat(ctx context.Context) {
 			continue // untracked meanwhile
 		}
 		tctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-		joined, err := s.cfg.Presence.Track(tctx, e.Topic, m, s.cfg.NodeID, s.presenceTTL())
+		joined, err := s.cfg.Presence.Track(tctx, e.Topic, m, s.cfg.NodeID, tm.TTL)
 		cancel()
 		if err != nil {
 			s.log.Warn("presence: tracking a lost member again failed", zap.String("topic", e.Topic), zap.Error(err))
