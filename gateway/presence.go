@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -238,13 +237,11 @@ func (sess *session) handleMembers(req *protocol.Request) {
 	sess.replyOK(req.Ref, protocol.MembersResult{Members: membersOf(ms)})
 }
 
+// presenceError answers a request whose presence store call failed (see
+// storeError).
 func (sess *session) presenceError(ref, op string, err error) {
-	if unavailable(err) || errors.Is(err, presence.ErrUnavailable) || errors.Is(err, presence.ErrClosed) {
-		sess.replyError(ref, protocol.CodeUnavailable, op+" failed: the presence store is unreachable, try again")
-		return
-	}
-	sess.logger().Error(op+" failed", zap.Error(err))
-	sess.replyError(ref, protocol.CodeInternal, op+" failed")
+	e := storeError(sess.logger(), op, presenceStore, err)
+	sess.replyError(ref, e.Code, e.Message)
 }
 
 // serveMembers answers GET /api/v1/presence?topic=T.
@@ -254,18 +251,18 @@ func (s *Server) serveMembers(w http.ResponseWriter, r *http.Request) {
 	}
 	topic := r.URL.Query().Get("topic")
 	if err := protocol.ValidatePresence(topic); err != nil {
-		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
+		apiErrorOf(invalid(err)).write(w)
 		return
 	}
 	if s.cfg.Presence == nil {
-		writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, errNoPresence)
+		writeError(w, protocol.CodeUnavailable, errNoPresence)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), brokerTimeout)
 	defer cancel()
 	ms, err := s.cfg.Presence.Members(ctx, topic)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "the presence store is unreachable: "+err.Error())
+		apiErrorOf(storeError(s.log, "members", presenceStore, err, zap.String("topic", topic))).write(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, protocol.MembersResult{Members: membersOf(ms)})
