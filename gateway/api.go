@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.uber.org/zap"
+
 	"github.com/updraft/updraft/broker"
 	"github.com/updraft/updraft/protocol"
 )
@@ -31,16 +33,6 @@ type emitRequest struct {
 	Durable bool `json:"durable"`
 }
 
-// apiError is an HTTP API failure: its status and wire error.
-type apiError struct {
-	status int
-	protocol.Error
-}
-
-func newAPIError(status int, code, format string, args ...any) *apiError {
-	return &apiError{status: status, Error: protocol.Error{Code: code, Message: fmt.Sprintf(format, args...)}}
-}
-
 func (s *Server) serveEmit(w http.ResponseWriter, r *http.Request) {
 	if !s.authorizeAPI(w, r) {
 		return
@@ -51,7 +43,7 @@ func (s *Server) serveEmit(w http.ResponseWriter, r *http.Request) {
 	}
 	pos, aerr := s.emit(r.Context(), &req)
 	if aerr != nil {
-		writeError(w, aerr.status, aerr.Code, aerr.Message)
+		aerr.write(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, pos)
@@ -68,7 +60,7 @@ func (s *Server) serveEmitBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Messages) > maxBatch {
-		writeError(w, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge,
+		writeError(w, protocol.CodeTooLarge,
 			fmt.Sprintf("a batch holds at most %d messages, this one has %d", maxBatch, len(req.Messages)))
 		return
 	}
@@ -84,7 +76,7 @@ func (s *Server) serveEmitBatch(w http.ResponseWriter, r *http.Request) {
 	for i := range req.Messages {
 		pub, aerr := s.emitPublication(&req.Messages[i])
 		if aerr != nil {
-			results[i].Error = &aerr.Error
+			results[i].Error = &aerr.wire
 			continue
 		}
 		items = append(items, broker.Item{Topic: req.Messages[i].Topic, Publication: pub})
@@ -94,9 +86,14 @@ func (s *Server) serveEmitBatch(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), brokerTimeout)
 		pos, err := s.cfg.Broker.PublishBatch(ctx, items)
 		cancel()
+		var failed *protocol.Error
+		if err != nil {
+			e := s.publishError(err, zap.Int("messages", len(items)), zap.Int("published", len(pos)))
+			failed = &e.wire
+		}
 		for j, i := range index {
 			if err != nil && j >= len(pos) {
-				results[i].Error = &publishError(err).Error
+				results[i].Error = failed
 				continue
 			}
 			results[i].Position = &protocol.Position{Epoch: pos[j].Epoch, Seq: pos[j].Seq}
@@ -116,7 +113,7 @@ func (s *Server) emit(ctx context.Context, req *emitRequest) (protocol.Position,
 	defer cancel()
 	pos, err := s.cfg.Broker.Publish(ctx, req.Topic, pub)
 	if err != nil {
-		return protocol.Position{}, publishError(err)
+		return protocol.Position{}, s.publishError(err, zap.String("topic", req.Topic))
 	}
 	s.metrics.messagesInHTTP.Inc()
 	return protocol.Position{Epoch: pos.Epoch, Seq: pos.Seq}, nil
@@ -126,24 +123,21 @@ func (s *Server) emit(ctx context.Context, req *emitRequest) (protocol.Position,
 // publish.
 func (s *Server) emitPublication(req *emitRequest) (broker.Publication, *apiError) {
 	if err := protocol.ValidatePublish(req.Topic, req.Event); err != nil {
-		if errors.Is(err, protocol.ErrTableTopic) {
-			return broker.Publication{}, newAPIError(http.StatusForbidden, protocol.CodeForbidden, "%v", err)
-		}
-		return broker.Publication{}, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
+		return broker.Publication{}, apiErrorOf(invalid(err))
 	}
 	if (req.Persist || req.Durable) && !s.cfg.DurableHistory {
-		return broker.Publication{}, newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, errNoDurable)
+		return broker.Publication{}, newAPIError(protocol.CodeUnavailable, errNoDurable)
 	}
 	data := req.Data
 	if !utf8.Valid(data) {
-		return broker.Publication{}, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "%s", msgInvalidUTF8Data)
+		return broker.Publication{}, newAPIError(protocol.CodeBadRequest, "%s", msgInvalidUTF8Data)
 	}
 	if len(data) > 0 {
 		// Events travel in newline-separated frames: compact pretty-printed
 		// JSON so that it holds no raw newline.
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, data); err != nil {
-			return broker.Publication{}, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "data is not valid JSON: %v", err)
+			return broker.Publication{}, newAPIError(protocol.CodeBadRequest, "data is not valid JSON: %v", err)
 		}
 		data = buf.Bytes()
 	}
@@ -155,27 +149,25 @@ func (s *Server) emitPublication(req *emitRequest) (broker.Publication, *apiErro
 // json.RawMessage pass such bytes through, so the HTTP API checks them.
 const msgInvalidUTF8Data = "invalid UTF-8 in data: events travel in UTF-8 text frames; send UTF-8, or \\u escapes"
 
-// publishError is the API's answer to a failed publish.
-func publishError(err error) *apiError {
-	if unavailable(err) {
-		return newAPIError(http.StatusServiceUnavailable, protocol.CodeUnavailable, "the message store is unreachable, try again")
-	}
-	return newAPIError(http.StatusInternalServerError, protocol.CodeInternal, "publish failed")
+// publishError is the API's answer to a failed publish, logged with ctx
+// when it is internal.
+func (s *Server) publishError(err error, ctx ...zap.Field) *apiError {
+	return apiErrorOf(storeError(s.log, "publish", messageStore, err, ctx...))
 }
 
 // authorizeAPI checks the bearer API key, answering 401 when it is wrong.
 func (s *Server) authorizeAPI(w http.ResponseWriter, r *http.Request) bool {
 	if s.cfg.APIKey == "" {
-		writeError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, "the HTTP API is disabled: set UPDRAFT_API_KEY on the server")
+		writeError(w, protocol.CodeUnauthorized, "the HTTP API is disabled: set UPDRAFT_API_KEY on the server")
 		return false
 	}
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
-		writeError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, "missing API key: send Authorization: Bearer <key>")
+		writeError(w, protocol.CodeUnauthorized, "missing API key: send Authorization: Bearer <key>")
 		return false
 	}
 	if subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) != 1 {
-		writeError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, "wrong API key")
+		writeError(w, protocol.CodeUnauthorized, "wrong API key")
 		return false
 	}
 	return true
@@ -198,18 +190,18 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, limit int64,
 		var tooBig *http.MaxBytesError
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			lingerClose(w)
-			writeError(w, http.StatusRequestTimeout, protocol.CodeBadRequest, fmt.Sprintf("the request body did not arrive within %v", s.cfg.BodyTimeout))
+			newAPIError(protocol.CodeBadRequest, "the request body did not arrive within %v", s.cfg.BodyTimeout).withStatus(http.StatusRequestTimeout).write(w)
 			return false
 		}
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, protocol.CodeTooLarge, "body larger than "+strconv.FormatInt(limit, 10)+" bytes")
+			writeError(w, protocol.CodeTooLarge, "body larger than "+strconv.FormatInt(limit, 10)+" bytes")
 			return false
 		}
-		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "body is not the expected JSON: "+err.Error())
+		writeError(w, protocol.CodeBadRequest, "body is not the expected JSON: "+err.Error())
 		return false
 	}
 	if dec.More() {
-		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "body holds more than one JSON value")
+		writeError(w, protocol.CodeBadRequest, "body holds more than one JSON value")
 		return false
 	}
 	return true
@@ -222,7 +214,7 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	topic := q.Get("topic")
 	if err := protocol.ValidateTopic(topic); err != nil {
-		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
+		apiErrorOf(invalid(err)).write(w)
 		return
 	}
 	var before uint64
@@ -230,13 +222,13 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if v := q.Get("before"); v != "" {
 		if before, err = strconv.ParseUint(v, 10, 64); err != nil {
-			writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "before must be a non-negative integer")
+			writeError(w, protocol.CodeBadRequest, "before must be a non-negative integer")
 			return
 		}
 	}
 	if v := q.Get("limit"); v != "" {
 		if limit, err = strconv.Atoi(v); err != nil || limit < 0 {
-			writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, "limit must be a non-negative integer")
+			writeError(w, protocol.CodeBadRequest, "limit must be a non-negative integer")
 			return
 		}
 	}
@@ -244,7 +236,7 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	res, err := s.history(ctx, topic, before, limit, protocol.Filter{}) // application servers see every row
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "history failed: the message store is unreachable")
+		apiErrorOf(storeError(s.log, "history", messageStore, err, zap.String("topic", topic))).write(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
@@ -254,8 +246,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, code, message string) {
-	writeJSON(w, status, map[string]protocol.Error{"error": {Code: code, Message: message}})
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -26,17 +25,16 @@ import (
 //   - tracks, updates and untracks its own connections' members and
 //     signals join, update and leave at once (unsubscribe, untrack and a
 //     closed connection are leaves);
-//   - heartbeats all its members every third of the presence timeout, in
-//     one store call; members the store lost (a Redis restart) are tracked
-//     again and signalled as joins;
-//   - sweeps, every sixth of the timeout, the topics some local subscriber
+//   - heartbeats all its members every Timings.Heartbeat, in one store
+//     call; members the store lost (a Redis restart) are tracked again and
+//     signalled as joins;
+//   - sweeps, every Timings.Sweep, the topics some local subscriber
 //     watches for presence: the store hands each expired member (a dead
 //     node's) to exactly one sweeper, which signals its leave.
 //
-// Members are stored with a lifetime of two thirds of the timeout, renewed
-// at every heartbeat: a dead node's members expire at most two thirds of
-// the timeout after its last heartbeat and are swept within a sixth more,
-// so they leave within the timeout.
+// Members are stored with a lifetime of Timings.TTL, renewed at every
+// heartbeat, so that a dead node's members leave within the timeout:
+// presence.Timing derives all three from it, and says why that holds.
 type presenceNode struct {
 	mu    sync.Mutex
 	local map[presence.Entry]presence.Member // guarded by mu: members tracked through this node
@@ -54,8 +52,9 @@ const (
 
 const errNoPresence = "presence is not configured on this server"
 
-// presenceTTL is a member's lifetime in the store, renewed by heartbeats.
-func (s *Server) presenceTTL() time.Duration { return s.cfg.PresenceTimeout * 2 / 3 }
+// presenceTiming is this node's presence timings: presence.Timing owns
+// the fractions of the timeout.
+func (s *Server) presenceTiming() presence.Timings { return presence.Timing(s.cfg.PresenceTimeout) }
 
 // tracked is a session's membership on one topic (reader goroutine only).
 type tracked struct {
@@ -158,7 +157,7 @@ func (sess *session) handleTrack(req *protocol.Request) {
 	m := t.member
 	m.Key, m.State = sess.key, bytes.Clone(state)
 	ctx, cancel := context.WithTimeout(sess.ctx, brokerTimeout)
-	joined, err := s.cfg.Presence.Track(ctx, req.Topic, m, s.cfg.NodeID, s.presenceTTL())
+	joined, err := s.cfg.Presence.Track(ctx, req.Topic, m, s.cfg.NodeID, s.presenceTiming().TTL)
 	cancel()
 	if err != nil {
 		sess.presenceError(req.Ref, "track", err)
@@ -238,13 +237,11 @@ func (sess *session) handleMembers(req *protocol.Request) {
 	sess.replyOK(req.Ref, protocol.MembersResult{Members: membersOf(ms)})
 }
 
+// presenceError answers a request whose presence store call failed (see
+// storeError).
 func (sess *session) presenceError(ref, op string, err error) {
-	if unavailable(err) || errors.Is(err, presence.ErrUnavailable) || errors.Is(err, presence.ErrClosed) {
-		sess.replyError(ref, protocol.CodeUnavailable, op+" failed: the presence store is unreachable, try again")
-		return
-	}
-	sess.logger().Error(op+" failed", zap.Error(err))
-	sess.replyError(ref, protocol.CodeInternal, op+" failed")
+	e := storeError(sess.logger(), op, presenceStore, err)
+	sess.replyError(ref, e.Code, e.Message)
 }
 
 // serveMembers answers GET /api/v1/presence?topic=T.
@@ -254,18 +251,18 @@ func (s *Server) serveMembers(w http.ResponseWriter, r *http.Request) {
 	}
 	topic := r.URL.Query().Get("topic")
 	if err := protocol.ValidatePresence(topic); err != nil {
-		writeError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
+		apiErrorOf(invalid(err)).write(w)
 		return
 	}
 	if s.cfg.Presence == nil {
-		writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, errNoPresence)
+		writeError(w, protocol.CodeUnavailable, errNoPresence)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), brokerTimeout)
 	defer cancel()
 	ms, err := s.cfg.Presence.Members(ctx, topic)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "the presence store is unreachable: "+err.Error())
+		apiErrorOf(storeError(s.log, "members", presenceStore, err, zap.String("topic", topic))).write(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, protocol.MembersResult{Members: membersOf(ms)})
@@ -277,9 +274,10 @@ func (s *Server) presenceLoop(ctx context.Context) {
 	if s.cfg.Presence == nil {
 		return
 	}
-	beat := time.NewTicker(s.cfg.PresenceTimeout / 3)
+	tm := s.presenceTiming()
+	beat := time.NewTicker(tm.Heartbeat)
 	defer beat.Stop()
-	sweep := time.NewTicker(s.cfg.PresenceTimeout / 6)
+	sweep := time.NewTicker(tm.Sweep)
 	defer sweep.Stop()
 	for {
 		select {
@@ -305,8 +303,9 @@ func (s *Server) heartbeat(ctx context.Context) {
 	if len(entries) == 0 {
 		return
 	}
-	hctx, cancel := context.WithTimeout(ctx, s.cfg.PresenceTimeout/3)
-	missing, err := s.cfg.Presence.Heartbeat(hctx, s.cfg.NodeID, entries, s.presenceTTL())
+	tm := s.presenceTiming()
+	hctx, cancel := context.WithTimeout(ctx, tm.Heartbeat)
+	missing, err := s.cfg.Presence.Heartbeat(hctx, s.cfg.NodeID, entries, tm.TTL)
 	cancel()
 	if err != nil {
 		s.log.Warn("presence heartbeat failed", zap.Int("members", len(entries)), zap.Error(err))
@@ -320,7 +319,7 @@ func (s *Server) heartbeat(ctx context.Context) {
 			continue // untracked meanwhile
 		}
 		tctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-		joined, err := s.cfg.Presence.Track(tctx, e.Topic, m, s.cfg.NodeID, s.presenceTTL())
+		joined, err := s.cfg.Presence.Track(tctx, e.Topic, m, s.cfg.NodeID, tm.TTL)
 		cancel()
 		if err != nil {
 			s.log.Warn("presence: tracking a lost member again failed", zap.String("topic", e.Topic), zap.Error(err))

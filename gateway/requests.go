@@ -450,11 +450,8 @@ func (sess *session) unsubscribeAll() {
 
 func (sess *session) handlePublish(req *protocol.Request) {
 	if err := protocol.ValidatePublish(req.Topic, req.Event); err != nil {
-		code := protocol.CodeBadRequest
-		if errors.Is(err, protocol.ErrTableTopic) {
-			code = protocol.CodeForbidden
-		}
-		sess.replyError(req.Ref, code, err.Error())
+		e := invalid(err)
+		sess.replyError(req.Ref, e.Code, e.Message)
 		return
 	}
 	if !protocol.MatchAny(sess.claims.Publish, req.Topic) {
@@ -499,21 +496,11 @@ func (sess *session) handleHistory(req *protocol.Request) {
 	sess.replyOK(req.Ref, res)
 }
 
-// brokerError answers a request whose broker call failed.
+// brokerError answers a request whose broker call failed (see
+// storeError).
 func (sess *session) brokerError(ref, op string, err error) {
-	if unavailable(err) {
-		sess.replyError(ref, protocol.CodeUnavailable, op+" failed: the message store is unreachable, try again")
-		return
-	}
-	sess.logger().Error(op+" failed", zap.Error(err))
-	sess.replyError(ref, protocol.CodeInternal, op+" failed")
-}
-
-// unavailable reports whether a broker error means "try again later"
-// rather than a bug.
-func unavailable(err error) bool {
-	return errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrClosed) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+	e := storeError(sess.logger(), op, messageStore, err)
+	sess.replyError(ref, e.Code, e.Message)
 }
 
 // rateLimitGrace is how long a connection may keep going over its rate

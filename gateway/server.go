@@ -24,6 +24,7 @@ import (
 
 	"github.com/updraft/updraft/broker"
 	"github.com/updraft/updraft/presence"
+	"github.com/updraft/updraft/protocol"
 )
 
 // Config configures a gateway. The zero value of a field means its default.
@@ -264,13 +265,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "draining")
+		writeError(w, protocol.CodeUnavailable, "draining")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 	defer cancel()
 	if err := s.cfg.Broker.Ping(ctx); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "broker unreachable: "+err.Error())
+		writeError(w, protocol.CodeUnavailable, "broker unreachable: "+err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "node": s.cfg.NodeID})
@@ -350,7 +351,7 @@ func (s *Server) Shutdown(hs *http.Server) error {
 	pause := s.cfg.DrainTimeout / 2 / batches
 	for i := 0; i < len(sessions); i += per {
 		for _, sess := range sessions[i:min(i+per, len(sessions))] {
-			sess.close(1012, "node draining")
+			sess.close(protocol.CloseDraining, "node draining")
 		}
 		if i+per < len(sessions) {
 			time.Sleep(pause) // pacing between batches, not waiting for a condition

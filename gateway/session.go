@@ -64,11 +64,11 @@ type session struct {
 
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
-		writeError(w, http.StatusServiceUnavailable, protocol.CodeUnavailable, "node draining: connect to another node")
+		writeError(w, protocol.CodeUnavailable, "node draining: connect to another node")
 		return
 	}
 	if err := s.checkOrigin(r); err != nil {
-		writeError(w, http.StatusForbidden, protocol.CodeForbidden, err.Error())
+		writeError(w, protocol.CodeForbidden, err.Error())
 		return
 	}
 	sess := &session{srv: s, id: newID("s_"), subs: make(map[string]*subscription), tracked: make(map[string]*tracked)}
@@ -171,7 +171,7 @@ func (sess *session) slowConsumer() {
 	sess.startWriter(start)
 	if first {
 		sess.srv.metrics.slowConsumers.Inc()
-		sess.srv.metrics.closes.WithLabelValues("4008").Inc()
+		sess.srv.metrics.closes.WithLabelValues(strconv.Itoa(protocol.CloseSlowConsumer)).Inc()
 	}
 }
 

@@ -59,8 +59,7 @@ type streamSummary struct {
 }
 
 // errStreamDraining ends a stream still running late in a drain.
-var errStreamDraining = &lineError{status: http.StatusServiceUnavailable, code: protocol.CodeUnavailable,
-	message: "the node is shutting down: stream cut; send the rest to another node"}
+var errStreamDraining = newAPIError(protocol.CodeUnavailable, "the node is shutting down: stream cut; send the rest to another node")
 
 // streamAnswer is the 200 answer of POST /api/v1/stream.
 type streamAnswer struct {
@@ -76,15 +75,6 @@ type streamItem struct {
 	err  error
 }
 
-// lineError is a line the stream refuses: invalid JSON or too long.
-type lineError struct {
-	status  int
-	code    string
-	message string
-}
-
-func (e *lineError) Error() string { return e.message }
-
 // errStreamStopped ends the body reader after the handler stopped the
 // stream.
 var errStreamStopped = errors.New("gateway: stream stopped")
@@ -95,7 +85,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 	}
 	topic, event, rollup, aerr := parseStreamQuery(r)
 	if aerr != nil {
-		writeError(w, aerr.status, aerr.Code, aerr.Message)
+		aerr.write(w)
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -108,7 +98,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 	// neither time out nor stop a stalled body, so it refuses to start.
 	if err := rc.SetReadDeadline(time.Now().Add(s.cfg.StreamIdleTimeout)); err != nil {
 		s.log.Error("stream: the connection does not support read deadlines", zap.Error(err))
-		writeError(w, http.StatusInternalServerError, protocol.CodeInternal, "token streaming is not available on this connection")
+		writeError(w, protocol.CodeInternal, "token streaming is not available on this connection")
 		return
 	}
 	st := &stream{
@@ -159,27 +149,24 @@ func parseStreamQuery(r *http.Request) (topic, event string, rollup time.Duratio
 		switch k {
 		case "topic", "event", "rollup":
 			if len(q[k]) > 1 {
-				return "", "", 0, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "query parameter %q given %d times", k, len(q[k]))
+				return "", "", 0, newAPIError(protocol.CodeBadRequest, "query parameter %q given %d times", k, len(q[k]))
 			}
 		default:
-			return "", "", 0, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "unknown query parameter %q (want topic, event, rollup)", k)
+			return "", "", 0, newAPIError(protocol.CodeBadRequest, "unknown query parameter %q (want topic, event, rollup)", k)
 		}
 	}
 	topic, event = q.Get("topic"), q.Get("event")
 	if err := protocol.ValidatePublish(topic, event); err != nil {
-		if errors.Is(err, protocol.ErrTableTopic) {
-			return "", "", 0, newAPIError(http.StatusForbidden, protocol.CodeForbidden, "%v", err)
-		}
-		return "", "", 0, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest, "%v", err)
+		return "", "", 0, apiErrorOf(invalid(err))
 	}
 	if len(event) > MaxStreamEventLen {
-		return "", "", 0, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest,
+		return "", "", 0, newAPIError(protocol.CodeBadRequest,
 			"%v: a stream's event name is at most %d bytes, leaving room for %q and %q", protocol.ErrBadEvent, MaxStreamEventLen, streamEndSuffix, streamErrorSuffix)
 	}
 	if v := q.Get("rollup"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > MaxStreamRollup {
-			return "", "", 0, newAPIError(http.StatusBadRequest, protocol.CodeBadRequest,
+			return "", "", 0, newAPIError(protocol.CodeBadRequest,
 				"rollup must be a duration between 0 and %v, like 40ms, not %q", MaxStreamRollup, v)
 		}
 		rollup = d
@@ -308,50 +295,50 @@ func (st *stream) finish(err error) (int, any) {
 		}
 		return http.StatusOK, streamAnswer{streamSummary: st.sum, Epoch: st.epoch}
 	}
-	status, code, message := http.StatusBadRequest, protocol.CodeBadRequest, ""
-	var lerr *lineError
+	var aerr *apiError
 	switch {
-	case errors.As(err, &lerr):
-		status, code, message = lerr.status, lerr.code, lerr.message
+	case errors.As(err, &aerr):
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		status = http.StatusRequestTimeout
-		message = fmt.Sprintf("the request body sent no complete line for %v: stream timed out", st.srv.cfg.StreamIdleTimeout)
+		aerr = newAPIError(protocol.CodeBadRequest, "the request body sent no complete line for %v: stream timed out",
+			st.srv.cfg.StreamIdleTimeout).withStatus(http.StatusRequestTimeout)
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		message = "the request body ended early (connection closed before the end of the body): stream aborted"
+		aerr = newAPIError(protocol.CodeBadRequest, "the request body ended early (connection closed before the end of the body): stream aborted")
 	default:
-		message = "reading the request body failed: " + err.Error() + ": stream aborted"
+		aerr = newAPIError(protocol.CodeBadRequest, "reading the request body failed: %v: stream aborted", err)
 	}
 	st.srv.log.Info("stream ended early", zap.String("topic", st.topic), zap.String("event", st.event),
-		zap.Int("messages", st.sum.Count), zap.String("reason", message))
-	if err := st.publishError(message); err != nil {
+		zap.Int("messages", st.sum.Count), zap.String("reason", aerr.wire.Message))
+	if err := st.publishError(aerr.wire.Message); err != nil {
 		return st.storeFailed(err)
 	}
-	return status, errorBody(code, message)
+	return aerr.status, errorBody{aerr.wire}
 }
 
 // brokerFailed ends a stream whose publish failed: it tries to tell the
-// watchers with E.error and answers 503.
+// watchers with E.error and answers as storeFailed.
 func (st *stream) brokerFailed(err error) (int, any) {
 	st.publishError("the message store failed: stream aborted") //nolint:errcheck // best effort: the store just failed
 	return st.storeFailed(err)
 }
 
-// storeFailed is the 503 answer to a stream the message store failed.
+// storeFailed is the answer to a stream the message store failed: 503
+// unavailable, or 500 internal (see storeError), saying how many messages
+// went out.
 func (st *stream) storeFailed(err error) (int, any) {
-	st.srv.log.Warn("stream: publish failed", zap.String("topic", st.topic), zap.String("event", st.event),
-		zap.Int("messages", st.sum.Count), zap.Error(err))
-	return http.StatusServiceUnavailable, errorBody(protocol.CodeUnavailable,
-		fmt.Sprintf("the message store failed: stream aborted after %d messages", st.sum.Count))
+	ctx := []zap.Field{zap.String("topic", st.topic), zap.String("event", st.event), zap.Int("messages", st.sum.Count)}
+	e := storeError(st.srv.log, "stream: publish", messageStore, err, ctx...)
+	if e.Code == protocol.CodeUnavailable {
+		st.srv.log.Warn("stream: publish failed", append(ctx, zap.Error(err))...)
+	}
+	e.Message = fmt.Sprintf("the message store failed: stream aborted after %d messages", st.sum.Count)
+	aerr := apiErrorOf(e)
+	return aerr.status, errorBody{aerr.wire}
 }
 
 func (st *stream) publishError(message string) error {
 	data, _ := json.Marshal(map[string]string{"message": message})
 	_, err := st.publish(st.event+streamErrorSuffix, data)
 	return err
-}
-
-func errorBody(code, message string) any {
-	return map[string]protocol.Error{"error": {Code: code, Message: message}}
 }
 
 // readStream reads NDJSON lines from body and hands each line's compacted
@@ -373,8 +360,7 @@ func readStream(body io.Reader, maxLine int, items chan<- streamItem, done <-cha
 		var err error
 		line, err = readLine(br, line[:0], maxLine)
 		if errors.Is(err, errLineTooLong) {
-			send(streamItem{err: &lineError{status: http.StatusRequestEntityTooLarge, code: protocol.CodeTooLarge,
-				message: fmt.Sprintf("line %d: longer than %d bytes", n, maxLine)}})
+			send(streamItem{err: newAPIError(protocol.CodeTooLarge, "line %d: longer than %d bytes", n, maxLine)})
 			return
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -387,13 +373,11 @@ func readStream(body io.Reader, maxLine int, items chan<- streamItem, done <-cha
 			// Compact also refuses two values on one line; its output holds
 			// no raw newline, as frames need.
 			if cerr := json.Compact(&buf, line); cerr != nil {
-				send(streamItem{err: &lineError{status: http.StatusBadRequest, code: protocol.CodeBadRequest,
-					message: fmt.Sprintf("line %d: invalid JSON: %v", n, cerr)}})
+				send(streamItem{err: newAPIError(protocol.CodeBadRequest, "line %d: invalid JSON: %v", n, cerr)})
 				return
 			}
 			if !utf8.Valid(line) {
-				send(streamItem{err: &lineError{status: http.StatusBadRequest, code: protocol.CodeBadRequest,
-					message: fmt.Sprintf("line %d: %s", n, msgInvalidUTF8Data)}})
+				send(streamItem{err: newAPIError(protocol.CodeBadRequest, "line %d: %s", n, msgInvalidUTF8Data)})
 				return
 			}
 			if !send(streamItem{data: buf.Bytes()}) {

@@ -37,13 +37,10 @@ type RedisConfig struct {
 //	updraft:{<topic>}:presence:exp  sorted set  conn scored by expiry, Unix ms
 //
 // Every write and heartbeat sets both keys' TTL to safetyFactor × ttl (never
-// shortening it), so the keys of a topic whose nodes all died vanish even
-// if nobody sweeps it.
+// shortening it; see Timings.KeyTTL), so the keys of a topic whose nodes
+// all died vanish even if nobody sweeps it.
 func membersKey(topic string) string { return "updraft:{" + topic + "}:presence" }
 func expiryKey(topic string) string  { return "updraft:{" + topic + "}:presence:exp" }
-
-// safetyFactor times the membership ttl is the keys' safety-net TTL.
-const safetyFactor = 3
 
 var (
 	//go:embed presence_track.lua
