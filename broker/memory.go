@@ -13,9 +13,12 @@ type MemoryConfig struct {
 	// Retention bounds each topic's history; zero fields take their
 	// defaults.
 	Retention Retention
-	// Handler receives the messages of subscribed topics; nil discards them.
+	// Handler receives the messages of subscribed topics; nil discards
+	// them. A node built after its broker registers its own instead (see
+	// Broker.RegisterEventHandler).
 	Handler Handler
-	// OnSignal receives the signals of subscribed topics; nil discards them.
+	// OnSignal receives the signals of subscribed topics; nil discards
+	// them. Likewise replaced by RegisterEventHandler.
 	OnSignal SignalHandler
 }
 
@@ -41,8 +44,8 @@ const memShards = 64
 //     so abandoned topics do not hold memory.
 type Memory struct {
 	retention Retention
-	handler   Handler
-	onSignal  SignalHandler
+	handler   Handler       // set before the first Subscribe: see RegisterEventHandler
+	onSignal  SignalHandler // likewise
 
 	shards [memShards]memShard
 	coord  memCoord // leases and cursors: see lease.go
@@ -77,22 +80,26 @@ type memTopic struct {
 func NewMemory(cfg MemoryConfig) *Memory {
 	m := &Memory{
 		retention: cfg.Retention.withDefaults(),
-		handler:   cfg.Handler,
-		onSignal:  cfg.OnSignal,
 		stop:      make(chan struct{}),
 		swept:     make(chan struct{}),
 	}
-	if m.handler == nil {
-		m.handler = func(Message) {}
-	}
-	if m.onSignal == nil {
-		m.onSignal = func(string, []byte) {}
-	}
+	m.RegisterEventHandler(cfg.Handler, cfg.OnSignal)
 	for i := range m.shards {
 		m.shards[i].topics = make(map[string]*memTopic)
 	}
 	go m.sweeper()
 	return m
+}
+
+// RegisterEventHandler implements Broker.
+func (m *Memory) RegisterEventHandler(h Handler, s SignalHandler) {
+	if h == nil {
+		h = func(Message) {}
+	}
+	if s == nil {
+		s = func(string, []byte) {}
+	}
+	m.handler, m.onSignal = h, s
 }
 
 // Publish implements Broker.

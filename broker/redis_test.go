@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -205,10 +206,10 @@ func TestRedisRestart(t *testing.T) {
 			ctx := context.Background()
 			srv := startRedis(t)
 			var col collector
-			var errCount atomic.Int64
+			reg := prometheus.NewRegistry()
 			n := newRedisNode(t, srv, broker.RedisConfig{
 				Handler: col.handle,
-				OnError: func(error) { errCount.Add(1) },
+				Metrics: broker.NewMetrics(reg),
 			})
 			t.Cleanup(func() { _ = n.Close() })
 			topic := "restart/" + stop.name
@@ -246,8 +247,8 @@ func TestRedisRestart(t *testing.T) {
 				"PUBSUB NUMSUB after the restart is not 1")
 			last := mustPublish(t, n, topic)
 			col.waitFor(t, topic, "published after recovery", position(last))
-			if errCount.Load() == 0 {
-				t.Fatal("OnError was not called while Redis was down")
+			if broker.MetricValue(reg, "updraft_redis_errors_total") == 0 {
+				t.Fatal("no error was counted while Redis was down")
 			}
 		})
 	}
@@ -701,12 +702,12 @@ func TestRedisNoLossPubSubKilled(t *testing.T) {
 	topic := "noloss/killed"
 	log := newSeqLog()
 	var gaps gapCounts
-	var errs atomic.Int64
+	reg := prometheus.NewRegistry()
 	retention := broker.Retention{Size: total + 1} // whatever the timing, nothing is unfillable
 	sub := newRedisNode(t, srv, gaps.config(broker.RedisConfig{
 		Handler:   log.handle,
 		Retention: retention,
-		OnError:   func(error) { errs.Add(1) },
+		Metrics:   broker.NewMetrics(reg),
 	}))
 	t.Cleanup(func() { _ = sub.Close() })
 	pub := newRedisNode(t, srv, broker.RedisConfig{Retention: retention})
@@ -743,12 +744,16 @@ func TestRedisNoLossPubSubKilled(t *testing.T) {
 	last := mustPublish(t, pub, topic)
 	log.waitSeq(t, last.Seq)
 	log.check(t, span(1, total+1))
-	t.Logf("%d kills: %d messages filled from history, %d unfillable, %d errors reported",
-		kills, gaps.filled.Load(), gaps.unfillable.Load(), errs.Load())
+	errs := broker.MetricValue(reg, "updraft_redis_errors_total")
+	t.Logf("%d kills: %d messages filled from history, %d unfillable, %v errors counted",
+		kills, gaps.filled.Load(), gaps.unfillable.Load(), errs)
 	if gaps.unfillable.Load() != 0 {
 		t.Fatalf("%d messages reported unfillable, want 0", gaps.unfillable.Load())
 	}
-	if errs.Load() == 0 {
+	if filled := broker.MetricValue(reg, "updraft_gap_messages_filled_total"); filled != float64(gaps.filled.Load()) {
+		t.Fatalf("updraft_gap_messages_filled_total = %v, want the %d reported to OnGapFilled", filled, gaps.filled.Load())
+	}
+	if errs == 0 {
 		t.Fatal("no connection error reported: the kills exercised nothing")
 	}
 }

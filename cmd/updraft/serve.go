@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -168,26 +167,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	warnUnknownEnv(log, os.Environ())
 
 	reg := prometheus.NewRegistry()
-	// The broker is built before the gateway it delivers to; its callbacks
-	// reach the gateway through this pointer, set once the gateway exists.
-	// Nothing is subscribed before then, so no message is dropped.
-	var gwp atomic.Pointer[gateway.Server]
-	deliver := func(m broker.Message) {
-		if gw := gwp.Load(); gw != nil {
-			gw.Deliver(m)
-		}
-	}
-	signal := func(topic string, payload []byte) {
-		if gw := gwp.Load(); gw != nil {
-			gw.DeliverSignal(topic, payload)
-		}
-	}
+	// The broker is built before the gateway it delivers to: the gateway
+	// registers its handlers once built, before anything subscribes. The
+	// broker counts its own errors and gaps; embedded nodes export the
+	// series too, at zero.
+	brokerMetrics := broker.NewMetrics(reg)
 	retention := broker.Retention{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}
 	var b broker.Broker
 	var mem *broker.Memory // the embedded broker, nil in a cluster
 	mode := "embedded (single node, in memory)"
 	if cfg.RedisURL == "" {
-		mem = broker.NewMemory(broker.MemoryConfig{Retention: retention, Handler: deliver, OnSignal: signal})
+		mem = broker.NewMemory(broker.MemoryConfig{Retention: retention})
 		b = mem
 	} else {
 		mode = "cluster (Redis)"
@@ -195,22 +185,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rb, err := broker.NewRedis(rctx, broker.RedisConfig{
 			URL: cfg.RedisURL, Lazy: true, // checkRedis below: a node may start before its Redis
-			Retention: retention, Handler: deliver, OnSignal: signal, Logger: log.Named("broker"),
-			OnError: func(err error) {
-				if gw := gwp.Load(); gw != nil {
-					gw.RedisError(err)
-				}
-			},
-			OnGapFilled: func(topic string, n int) {
-				if gw := gwp.Load(); gw != nil {
-					gw.GapFilled(topic, n)
-				}
-			},
-			OnGapUnfillable: func(topic string, n int) {
-				if gw := gwp.Load(); gw != nil {
-					gw.GapUnfillable(topic, n)
-				}
-			},
+			Retention: retention, Logger: log.Named("broker"), Metrics: brokerMetrics,
 		})
 		cancel()
 		if err != nil {
@@ -335,7 +310,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return err
 	}
-	gwp.Store(gw)
+	b.RegisterEventHandler(gw.Deliver, gw.DeliverSignal)
 	metricsAt := "beside the public endpoints"
 	if metricsLn != nil {
 		metricsAt = metricsLn.Addr().String()
