@@ -13,13 +13,6 @@ type MemoryConfig struct {
 	// Retention bounds each topic's history; zero fields take their
 	// defaults.
 	Retention Retention
-	// Handler receives the messages of subscribed topics; nil discards
-	// them. A node built after its broker registers its own instead (see
-	// Broker.RegisterEventHandler).
-	Handler Handler
-	// OnSignal receives the signals of subscribed topics; nil discards
-	// them. Likewise replaced by RegisterEventHandler.
-	OnSignal SignalHandler
 }
 
 // memShards is the number of shards of the topic map: topics on different
@@ -83,7 +76,7 @@ func NewMemory(cfg MemoryConfig) *Memory {
 		stop:      make(chan struct{}),
 		swept:     make(chan struct{}),
 	}
-	m.RegisterEventHandler(cfg.Handler, cfg.OnSignal)
+	m.RegisterEventHandler(nil, nil)
 	for i := range m.shards {
 		m.shards[i].topics = make(map[string]*memTopic)
 	}

@@ -33,13 +33,6 @@ type RedisConfig struct {
 	// defaults. Every node of a cluster should use the same values: the
 	// node that publishes applies its own.
 	Retention Retention
-	// Handler receives the messages of subscribed topics; nil discards
-	// them. A node built after its broker registers its own instead (see
-	// Broker.RegisterEventHandler).
-	Handler Handler
-	// OnSignal receives the signals of subscribed topics; nil discards
-	// them. Likewise replaced by RegisterEventHandler.
-	OnSignal SignalHandler
 	// Logger receives the broker's background events (lost and restored
 	// connections, undecodable payloads); nil means no logging.
 	Logger *zap.Logger
@@ -306,7 +299,7 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if r.onGapUnfillable == nil {
 		r.onGapUnfillable = func(string, int) {}
 	}
-	r.RegisterEventHandler(cfg.Handler, cfg.OnSignal)
+	r.RegisterEventHandler(nil, nil)
 	if r.log == nil {
 		r.log = zap.NewNop()
 	}
