@@ -176,10 +176,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	warnUnknownEnv(log, os.Environ())
 
 	reg := prometheus.NewRegistry()
-	// The broker is built before the gateway it delivers to: the gateway
-	// registers its handlers once built, before anything subscribes. The
-	// broker counts its own errors and gaps; embedded nodes export the
-	// series too, at zero.
+	// The broker is built before the gateway it delivers to; the gateway's
+	// handlers are registered with it once the gateway is built, before
+	// anything subscribes. The broker counts its own errors and gaps;
+	// embedded nodes export the series too, at zero.
 	brokerMetrics := broker.NewMetrics(reg)
 	retention := broker.Retention{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}
 	var b broker.Broker
@@ -319,7 +319,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return err
 	}
-	b.RegisterEventHandler(gw.Deliver, gw.DeliverSignal)
+	b.RegisterEventHandler(gw.Deliver, gw.DeliverSignal) // nothing is subscribed yet
 	metricsAt := "beside the public endpoints"
 	if metricsLn != nil {
 		metricsAt = metricsLn.Addr().String()
