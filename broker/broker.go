@@ -135,6 +135,14 @@ type Broker interface {
 	// the order of items.
 	PublishBatch(ctx context.Context, items []Item) ([]Position, error)
 
+	// RegisterEventHandler sets the Handler and SignalHandler that receive
+	// the messages and signals of subscribed topics; until it is called,
+	// and for a nil one, they are discarded. The node that delivers to them
+	// is built after its broker, so it registers itself once built
+	// (centrifuge's RegisterBrokerEventHandler): call it once, before the
+	// first Subscribe, since delivery reads them without a lock.
+	RegisterEventHandler(h Handler, s SignalHandler)
+
 	// Subscribe makes this node receive topic's messages through its Handler.
 	// Calls are reference counted: the node stays subscribed until every
 	// Subscribe has had its Unsubscribe, and the store sees one subscription

@@ -13,10 +13,6 @@ type MemoryConfig struct {
 	// Retention bounds each topic's history; zero fields take their
 	// defaults.
 	Retention Retention
-	// Handler receives the messages of subscribed topics; nil discards them.
-	Handler Handler
-	// OnSignal receives the signals of subscribed topics; nil discards them.
-	OnSignal SignalHandler
 }
 
 // memShards is the number of shards of the topic map: topics on different
@@ -41,8 +37,8 @@ const memShards = 64
 //     so abandoned topics do not hold memory.
 type Memory struct {
 	retention Retention
-	handler   Handler
-	onSignal  SignalHandler
+	handler   Handler       // set before the first Subscribe: see RegisterEventHandler
+	onSignal  SignalHandler // likewise
 
 	shards [memShards]memShard
 	coord  memCoord // leases and cursors: see lease.go
@@ -77,22 +73,26 @@ type memTopic struct {
 func NewMemory(cfg MemoryConfig) *Memory {
 	m := &Memory{
 		retention: cfg.Retention.withDefaults(),
-		handler:   cfg.Handler,
-		onSignal:  cfg.OnSignal,
 		stop:      make(chan struct{}),
 		swept:     make(chan struct{}),
 	}
-	if m.handler == nil {
-		m.handler = func(Message) {}
-	}
-	if m.onSignal == nil {
-		m.onSignal = func(string, []byte) {}
-	}
+	m.RegisterEventHandler(nil, nil)
 	for i := range m.shards {
 		m.shards[i].topics = make(map[string]*memTopic)
 	}
 	go m.sweeper()
 	return m
+}
+
+// RegisterEventHandler implements Broker.
+func (m *Memory) RegisterEventHandler(h Handler, s SignalHandler) {
+	if h == nil {
+		h = func(Message) {}
+	}
+	if s == nil {
+		s = func(string, []byte) {}
+	}
+	m.handler, m.onSignal = h, s
 }
 
 // Publish implements Broker.

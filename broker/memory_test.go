@@ -10,7 +10,7 @@ import (
 // memoryFactory makes independent Memory brokers: one node each.
 var memoryFactory = brokertest.Factory{
 	New: func(tb testing.TB, cfg brokertest.Config) broker.Broker {
-		return broker.NewMemory(broker.MemoryConfig{Retention: cfg.Retention, Handler: cfg.Handler, OnSignal: cfg.OnSignal})
+		return broker.NewMemory(broker.MemoryConfig{Retention: cfg.Retention})
 	},
 	Coordinator: true,
 }

@@ -33,19 +33,15 @@ type RedisConfig struct {
 	// defaults. Every node of a cluster should use the same values: the
 	// node that publishes applies its own.
 	Retention Retention
-	// Handler receives the messages of subscribed topics; nil discards them.
-	Handler Handler
-	// OnSignal receives the signals of subscribed topics; nil discards them.
-	OnSignal SignalHandler
 	// Logger receives the broker's background events (lost and restored
 	// connections, undecodable payloads); nil means no logging.
 	Logger *zap.Logger
-	// OnError, when set, is called with every error Redis returns once
-	// NewRedis has returned, in the foreground (Publish, History, ...) and
-	// in the background (the pub/sub connection), so that the caller can
-	// count them; NewRedis itself returns its error instead. Caller
-	// cancellations are not counted. It must not block.
-	OnError func(error)
+	// Metrics, when set, counts every error Redis returns once NewRedis
+	// has returned, in the foreground (Publish, History, ...) and in the
+	// background (the pub/sub connection), and the messages of the gaps
+	// reported to OnGapFilled and OnGapUnfillable; NewRedis itself returns
+	// its error instead. Caller cancellations are not counted.
+	Metrics *Metrics
 
 	// CheckInterval is how often the node compares each subscribed topic's
 	// latest position in Redis with what it delivered, to catch a
@@ -191,10 +187,10 @@ type Redis struct {
 	client    *redis.Client
 	ps        *redis.PubSub // receiving: only the receive loop; commands: safe for concurrent use
 	retention Retention
-	handler   Handler
-	onSignal  SignalHandler
+	handler   Handler       // set before the first Subscribe: see RegisterEventHandler
+	onSignal  SignalHandler // likewise
 	log       *zap.Logger
-	onError   func(error)
+	metrics   *Metrics // nil counts nothing
 
 	checkInterval   time.Duration
 	onGapFilled     func(topic string, n int)
@@ -282,10 +278,8 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	r := &Redis{
 		client:          redis.NewClient(opt),
 		retention:       cfg.Retention.withDefaults(),
-		handler:         cfg.Handler,
-		onSignal:        cfg.OnSignal,
 		log:             cfg.Logger,
-		onError:         cfg.OnError,
+		metrics:         cfg.Metrics,
 		checkInterval:   cfg.CheckInterval,
 		onGapFilled:     cfg.OnGapFilled,
 		onGapUnfillable: cfg.OnGapUnfillable,
@@ -305,17 +299,9 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if r.onGapUnfillable == nil {
 		r.onGapUnfillable = func(string, int) {}
 	}
-	if r.handler == nil {
-		r.handler = func(Message) {}
-	}
-	if r.onSignal == nil {
-		r.onSignal = func(string, []byte) {}
-	}
+	r.RegisterEventHandler(nil, nil)
 	if r.log == nil {
 		r.log = zap.NewNop()
-	}
-	if r.onError == nil {
-		r.onError = func(error) {}
 	}
 	if !cfg.Lazy {
 		if err := r.client.Ping(ctx).Err(); err != nil {
@@ -823,6 +809,17 @@ func (r *Redis) dropBarriers() {
 	}
 }
 
+// RegisterEventHandler implements Broker.
+func (r *Redis) RegisterEventHandler(h Handler, s SignalHandler) {
+	if h == nil {
+		h = func(Message) {}
+	}
+	if s == nil {
+		s = func(string, []byte) {}
+	}
+	r.handler, r.onSignal = h, s
+}
+
 // fail reports a foreground error and wraps it: ErrClosed once closed, the
 // context's error when the caller gave up, ErrUnavailable when Redis could
 // not be reached or answer, or answered that it cannot serve for now
@@ -834,7 +831,7 @@ func (r *Redis) fail(ctx context.Context, op, topic string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("broker: %s %q: %w", op, topic, ctxErr)
 	}
-	r.onError(err)
+	r.metrics.error()
 	var rerr redis.Error
 	if (errors.As(err, &rerr) && !rediserr.Transient(err)) || errors.Is(err, errMalformed) {
 		return fmt.Errorf("broker: %s %q: %w", op, topic, err) // Redis answered, with an error or garbage
@@ -845,5 +842,5 @@ func (r *Redis) fail(ctx context.Context, op, topic string, err error) error {
 // report logs and counts a background error.
 func (r *Redis) report(msg, topic string, err error) {
 	r.log.Warn(msg, zap.String("topic", topic), zap.Error(err))
-	r.onError(err)
+	r.metrics.error()
 }

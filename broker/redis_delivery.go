@@ -57,7 +57,7 @@ func (r *Redis) receive() {
 			// An error reply: the connection is fine (go-redis keeps it).
 			r.lastRefusal.Store(&err)
 			r.refusals.Add(1)
-			r.onError(err)
+			r.metrics.error()
 			if !refusedLast {
 				r.log.Warn("redis refused a pub/sub command", zap.Error(err))
 				refusedLast = true
@@ -75,7 +75,7 @@ func (r *Redis) receive() {
 				return
 			}
 			r.dropBarriers()
-			r.onError(err)
+			r.metrics.error()
 			d := lost.Next()
 			if lost.Attempts() == 1 {
 				r.log.Warn("redis pub/sub connection lost; reconnecting", zap.Error(err))
@@ -133,7 +133,7 @@ func (r *Redis) deliver(m *redis.Message) {
 	pos, pub, err := decodePayload(m.Payload)
 	if err != nil {
 		r.log.Warn("dropping an undecodable redis message", zap.String("channel", m.Channel), zap.Error(err))
-		r.onError(err)
+		r.metrics.error()
 		return
 	}
 	s.mu.Lock()
@@ -243,11 +243,13 @@ func (r *Redis) fill(s *redisSub, topic, epoch string, from, to uint64) bool {
 		r.log.Warn("messages lost by redis pub/sub are no longer in history",
 			zap.String("topic", topic), zap.String("epoch", epoch),
 			zap.Uint64("from", from), zap.Uint64("to", to), zap.Int("lost", lost))
+		r.metrics.gapUnfillable(lost)
 		r.onGapUnfillable(topic, lost)
 	}
 	if len(msgs) > 0 {
 		r.log.Debug("filling a gap in redis delivery from history",
 			zap.String("topic", topic), zap.String("epoch", epoch), zap.Int("messages", len(msgs)))
+		r.metrics.gapFilled(len(msgs))
 		r.onGapFilled(topic, len(msgs))
 	}
 	for _, m := range msgs {
@@ -316,7 +318,7 @@ func (r *Redis) check(urgent bool) bool {
 		if err != nil && !errors.As(err, &rerr) { // else some command failed, not the connection
 			if !r.closed.Load() {
 				r.log.Debug("redis position check failed", zap.Error(err))
-				r.onError(err)
+				r.metrics.error()
 			}
 			return false
 		}

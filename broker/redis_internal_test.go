@@ -65,7 +65,7 @@ func (g *gapHooks) set(cfg *RedisConfig) {
 	cfg.OnGapUnfillable = func(_ string, n int) { g.unfillable.Add(int64(n)) }
 }
 
-func startNode(t *testing.T, srv *testenv.Redis, cfg RedisConfig) *Redis {
+func startNode(t *testing.T, srv *testenv.Redis, cfg RedisConfig, h Handler) *Redis {
 	t.Helper()
 	cfg.URL = srv.URL()
 	ctx, cancel := context.WithTimeout(context.Background(), internalWait)
@@ -74,6 +74,7 @@ func startNode(t *testing.T, srv *testenv.Redis, cfg RedisConfig) *Redis {
 	if err != nil {
 		t.Fatalf("NewRedis: %v", err)
 	}
+	r.RegisterEventHandler(h, nil)
 	t.Cleanup(func() { _ = r.Close() })
 	return r
 }
@@ -126,9 +127,9 @@ func TestRedisCheckFillsLostSubscription(t *testing.T) {
 	admin := srv.Client(t)
 	var h handled
 	var gaps gapHooks
-	cfg := RedisConfig{Handler: h.handle, CheckInterval: 20 * time.Millisecond}
+	cfg := RedisConfig{CheckInterval: 20 * time.Millisecond}
 	gaps.set(&cfg)
-	r := startNode(t, srv, cfg)
+	r := startNode(t, srv, cfg, h.handle)
 	topic := "lost/subscription"
 	if err := r.Subscribe(context.Background(), topic); err != nil {
 		t.Fatal(err)
@@ -171,9 +172,9 @@ func TestRedisLiveGapUnfillable(t *testing.T) {
 	admin := srv.Client(t)
 	var h handled
 	var gaps gapHooks
-	cfg := RedisConfig{Handler: h.handle, Retention: Retention{Size: size}, CheckInterval: time.Hour}
+	cfg := RedisConfig{Retention: Retention{Size: size}, CheckInterval: time.Hour}
 	gaps.set(&cfg)
-	r := startNode(t, srv, cfg)
+	r := startNode(t, srv, cfg, h.handle)
 	topic := "lost/unfillable"
 	if err := r.Subscribe(context.Background(), topic); err != nil {
 		t.Fatal(err)
@@ -259,7 +260,7 @@ func TestRedisRefusedReconnectBacksOff(t *testing.T) {
 	if err := admin.Do(ctx, "ACL", "SETUSER", "node", "on", ">pw", "~*", "&*", "+@all").Err(); err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewRedis(ctx, RedisConfig{URL: "redis://node:pw@" + srv.Addr() + "/0", Handler: (&handled{}).handle})
+	r, err := NewRedis(ctx, RedisConfig{URL: "redis://node:pw@" + srv.Addr() + "/0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -34,8 +35,8 @@ func redisFactory(tb testing.TB, srv *testenv.Redis) brokertest.Factory {
 		Coordinator: true,
 		New: func(tb testing.TB, cfg brokertest.Config) broker.Broker {
 			return newRedisNode(tb, srv, broker.RedisConfig{
-				Handler: cfg.Handler, OnSignal: cfg.OnSignal, Retention: cfg.Retention, CheckInterval: 20 * time.Millisecond,
-			})
+				Retention: cfg.Retention, CheckInterval: 20 * time.Millisecond,
+			}, nil)
 		},
 		MultiNode: true,
 		Subscriptions: func(tb testing.TB, topic string) int {
@@ -46,7 +47,9 @@ func redisFactory(tb testing.TB, srv *testenv.Redis) brokertest.Factory {
 
 // newRedisNode starts a Redis broker on srv; cfg.URL and a test logger are
 // filled in. The caller closes it.
-func newRedisNode(tb testing.TB, srv *testenv.Redis, cfg broker.RedisConfig) *broker.Redis {
+// newRedisNode makes a node on srv whose messages go to h (nil discards
+// them).
+func newRedisNode(tb testing.TB, srv *testenv.Redis, cfg broker.RedisConfig, h broker.Handler) *broker.Redis {
 	tb.Helper()
 	cfg.URL = srv.URL()
 	if cfg.Logger == nil {
@@ -58,6 +61,7 @@ func newRedisNode(tb testing.TB, srv *testenv.Redis, cfg broker.RedisConfig) *br
 	if err != nil {
 		tb.Fatalf("NewRedis: %v", err)
 	}
+	r.RegisterEventHandler(h, nil)
 	return r
 }
 
@@ -141,7 +145,7 @@ func TestRedisOneSubscriptionPerNode(t *testing.T) {
 	topics := []string{"one/a", "one/b", "one/c"}
 	var nodes []*broker.Redis
 	for range 2 {
-		n := newRedisNode(t, srv, broker.RedisConfig{})
+		n := newRedisNode(t, srv, broker.RedisConfig{}, nil)
 		t.Cleanup(func() { _ = n.Close() })
 		nodes = append(nodes, n)
 	}
@@ -205,11 +209,10 @@ func TestRedisRestart(t *testing.T) {
 			ctx := context.Background()
 			srv := startRedis(t)
 			var col collector
-			var errCount atomic.Int64
+			reg := prometheus.NewRegistry()
 			n := newRedisNode(t, srv, broker.RedisConfig{
-				Handler: col.handle,
-				OnError: func(error) { errCount.Add(1) },
-			})
+				Metrics: broker.NewMetrics(reg),
+			}, col.handle)
 			t.Cleanup(func() { _ = n.Close() })
 			topic := "restart/" + stop.name
 			if err := n.Subscribe(ctx, topic); err != nil {
@@ -246,8 +249,8 @@ func TestRedisRestart(t *testing.T) {
 				"PUBSUB NUMSUB after the restart is not 1")
 			last := mustPublish(t, n, topic)
 			col.waitFor(t, topic, "published after recovery", position(last))
-			if errCount.Load() == 0 {
-				t.Fatal("OnError was not called while Redis was down")
+			if broker.MetricValue(reg, "updraft_redis_errors_total") == 0 {
+				t.Fatal("no error was counted while Redis was down")
 			}
 		})
 	}
@@ -261,7 +264,7 @@ func TestRedisPubSubConnectionKilled(t *testing.T) {
 	srv := startRedis(t)
 	admin := srv.Client(t)
 	var col collector
-	n := newRedisNode(t, srv, broker.RedisConfig{Handler: col.handle})
+	n := newRedisNode(t, srv, broker.RedisConfig{}, col.handle)
 	t.Cleanup(func() { _ = n.Close() })
 	topics := []string{"killed/a", "killed/b", "killed/c"}
 	for _, topic := range topics {
@@ -293,7 +296,7 @@ func TestRedisLayout(t *testing.T) {
 	srv := startRedis(t)
 	admin := srv.Client(t)
 	const ttl = time.Hour
-	n := newRedisNode(t, srv, broker.RedisConfig{Retention: broker.Retention{TTL: ttl, Size: 3}})
+	n := newRedisNode(t, srv, broker.RedisConfig{Retention: broker.Retention{TTL: ttl, Size: 3}}, nil)
 	t.Cleanup(func() { _ = n.Close() })
 	topic := "layout/t:1"
 	meta, history, channel := broker.MetaKey(topic), broker.HistoryKey(topic), broker.ChannelName(topic)
@@ -381,7 +384,7 @@ func TestRedisLayout(t *testing.T) {
 func TestRedisScriptFlushed(t *testing.T) {
 	t.Parallel()
 	srv := startRedis(t)
-	n := newRedisNode(t, srv, broker.RedisConfig{})
+	n := newRedisNode(t, srv, broker.RedisConfig{}, nil)
 	t.Cleanup(func() { _ = n.Close() })
 	mustPublish(t, n, "flush")
 	if err := srv.Client(t).ScriptFlush(context.Background()).Err(); err != nil {
@@ -442,7 +445,7 @@ func TestRedisSubscriptionsSurviveReconnects(t *testing.T) {
 	srv := startRedis(t)
 	admin := srv.Client(t)
 	var col collector
-	n := newRedisNode(t, srv, broker.RedisConfig{Handler: col.handle})
+	n := newRedisNode(t, srv, broker.RedisConfig{}, col.handle)
 	t.Cleanup(func() { _ = n.Close() })
 
 	var kills, failed atomic.Int64
@@ -525,13 +528,13 @@ func TestRedisSubscribeRefused(t *testing.T) {
 	}
 	var col collector
 	n, err := broker.NewRedis(ctx, broker.RedisConfig{
-		URL:     "redis://limited:pw@" + srv.Addr() + "/0",
-		Handler: col.handle,
-		Logger:  zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
+		URL:    "redis://limited:pw@" + srv.Addr() + "/0",
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	n.RegisterEventHandler(col.handle, nil)
 	t.Cleanup(func() { _ = n.Close() })
 
 	if err := n.Subscribe(ctx, "denied/x"); err == nil || !strings.Contains(err.Error(), "NOPERM") {
@@ -701,15 +704,14 @@ func TestRedisNoLossPubSubKilled(t *testing.T) {
 	topic := "noloss/killed"
 	log := newSeqLog()
 	var gaps gapCounts
-	var errs atomic.Int64
+	reg := prometheus.NewRegistry()
 	retention := broker.Retention{Size: total + 1} // whatever the timing, nothing is unfillable
 	sub := newRedisNode(t, srv, gaps.config(broker.RedisConfig{
-		Handler:   log.handle,
 		Retention: retention,
-		OnError:   func(error) { errs.Add(1) },
-	}))
+		Metrics:   broker.NewMetrics(reg),
+	}), log.handle)
 	t.Cleanup(func() { _ = sub.Close() })
-	pub := newRedisNode(t, srv, broker.RedisConfig{Retention: retention})
+	pub := newRedisNode(t, srv, broker.RedisConfig{Retention: retention}, nil)
 	t.Cleanup(func() { _ = pub.Close() })
 	if err := sub.Subscribe(context.Background(), topic); err != nil {
 		t.Fatal(err)
@@ -743,12 +745,16 @@ func TestRedisNoLossPubSubKilled(t *testing.T) {
 	last := mustPublish(t, pub, topic)
 	log.waitSeq(t, last.Seq)
 	log.check(t, span(1, total+1))
-	t.Logf("%d kills: %d messages filled from history, %d unfillable, %d errors reported",
-		kills, gaps.filled.Load(), gaps.unfillable.Load(), errs.Load())
+	errs := broker.MetricValue(reg, "updraft_redis_errors_total")
+	t.Logf("%d kills: %d messages filled from history, %d unfillable, %v errors counted",
+		kills, gaps.filled.Load(), gaps.unfillable.Load(), errs)
 	if gaps.unfillable.Load() != 0 {
 		t.Fatalf("%d messages reported unfillable, want 0", gaps.unfillable.Load())
 	}
-	if errs.Load() == 0 {
+	if filled := broker.MetricValue(reg, "updraft_gap_messages_filled_total"); filled != float64(gaps.filled.Load()) {
+		t.Fatalf("updraft_gap_messages_filled_total = %v, want the %d reported to OnGapFilled", filled, gaps.filled.Load())
+	}
+	if errs == 0 {
 		t.Fatal("no connection error reported: the kills exercised nothing")
 	}
 }
@@ -779,9 +785,9 @@ func TestRedisNoLossOutputBufferLimit(t *testing.T) {
 	retention := broker.Retention{Size: maxMessages + after + 1}
 	log := newSeqLog()
 	var gaps gapCounts
-	sub := newRedisNode(t, srv, gaps.config(broker.RedisConfig{Handler: log.handle, Retention: retention}))
+	sub := newRedisNode(t, srv, gaps.config(broker.RedisConfig{Retention: retention}), log.handle)
 	t.Cleanup(func() { _ = sub.Close() })
-	pub := newRedisNode(t, srv, broker.RedisConfig{Retention: retention})
+	pub := newRedisNode(t, srv, broker.RedisConfig{Retention: retention}, nil)
 	t.Cleanup(func() { _ = pub.Close() })
 	if err := sub.Subscribe(ctx, topic); err != nil {
 		t.Fatal(err)
@@ -836,10 +842,10 @@ func TestRedisFillAfterReconnect(t *testing.T) {
 	log := newSeqLog()
 	var gaps gapCounts
 	sub := newRedisNode(t, srv, gaps.config(broker.RedisConfig{
-		Handler: log.handle, Retention: retention, CheckInterval: time.Hour,
-	}))
+		Retention: retention, CheckInterval: time.Hour,
+	}), log.handle)
 	t.Cleanup(func() { _ = sub.Close() })
-	pub := newRedisNode(t, srv, broker.RedisConfig{Retention: retention})
+	pub := newRedisNode(t, srv, broker.RedisConfig{Retention: retention}, nil)
 	t.Cleanup(func() { _ = pub.Close() })
 	if err := sub.Subscribe(ctx, topic); err != nil {
 		t.Fatal(err)

@@ -13,7 +13,8 @@ import (
 
 // newTestBroker is the in-memory broker for unit tests; h may be nil.
 func newTestBroker(t testing.TB, h broker.Handler) *broker.Memory {
-	b := broker.NewMemory(broker.MemoryConfig{Handler: h})
+	b := broker.NewMemory(broker.MemoryConfig{})
+	b.RegisterEventHandler(h, nil)
 	t.Cleanup(func() { b.Close() })
 	return b
 }

@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,14 +24,10 @@ const filterSecret = "filter-secret"
 // connects and tokens signed with filterSecret.
 func filterServer(t *testing.T, size int) (*httptest.Server, *broker.Memory) {
 	t.Helper()
-	var srv atomic.Pointer[Server]
-	b := broker.NewMemory(broker.MemoryConfig{
-		Retention: broker.Retention{Size: size},
-		Handler:   func(m broker.Message) { srv.Load().Deliver(m) },
-	})
+	b := broker.NewMemory(broker.MemoryConfig{Retention: broker.Retention{Size: size}})
 	t.Cleanup(func() { b.Close() })
 	s := testServer(t, Config{Broker: b, AllowAnonymous: true, JWTSecret: []byte(filterSecret)})
-	srv.Store(s)
+	b.RegisterEventHandler(s.Deliver, s.DeliverSignal)
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
 	return hs, b

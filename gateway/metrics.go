@@ -17,9 +17,6 @@ type metrics struct {
 	writesWaited     prometheus.Counter
 	closes           *prometheus.CounterVec // by close code
 	rejected         *prometheus.CounterVec // by error code
-	redisErrors      prometheus.Counter
-	gapsFilled       prometheus.Counter
-	gapsUnfillable   prometheus.Counter
 	messagesInClient prometheus.Counter
 	messagesInHTTP   prometheus.Counter
 	presenceEvents   *prometheus.CounterVec // by event: join, update, leave
@@ -59,15 +56,6 @@ func newMetrics(reg prometheus.Registerer, queued *nodeBytes) *metrics {
 		presenceEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "updraft_presence_events_total", Help: "Presence events this node signalled to the cluster, by event (join, update, leave).",
 		}, []string{"event"}),
-		redisErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "updraft_redis_errors_total", Help: "Errors talking to Redis.",
-		}),
-		gapsFilled: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "updraft_gap_messages_filled_total", Help: "Messages the broker's live stream lost and history supplied.",
-		}),
-		gapsUnfillable: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "updraft_gap_messages_lost_total", Help: "Messages the broker's live stream lost that history no longer held.",
-		}),
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "updraft_queued_bytes", Help: "Bytes queued for this node's connections, being written included (capped by UPDRAFT_NODE_QUEUE_BYTES).",
@@ -75,19 +63,7 @@ func newMetrics(reg prometheus.Registerer, queued *nodeBytes) *metrics {
 	m.messagesInClient = m.messagesIn.WithLabelValues("client")
 	m.messagesInHTTP = m.messagesIn.WithLabelValues("http")
 	reg.MustRegister(m.connections, m.subscriptions, m.messagesIn, m.messagesOut, m.fanout,
-		m.slowConsumers, m.writesWaited, m.closes, m.rejected, m.redisErrors, m.gapsFilled, m.gapsUnfillable, m.presenceEvents,
+		m.slowConsumers, m.writesWaited, m.closes, m.rejected, m.presenceEvents,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
-
-// RedisError counts one error talking to Redis; give it to the broker as
-// its error hook.
-func (s *Server) RedisError(error) { s.metrics.redisErrors.Inc() }
-
-// GapFilled counts n messages the broker's live stream lost and history
-// supplied; give it to the broker as its gap hook.
-func (s *Server) GapFilled(_ string, n int) { s.metrics.gapsFilled.Add(float64(n)) }
-
-// GapUnfillable counts n messages lost for good between the store and this
-// node; give it to the broker as its unfillable-gap hook.
-func (s *Server) GapUnfillable(_ string, n int) { s.metrics.gapsUnfillable.Add(float64(n)) }

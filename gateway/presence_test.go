@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,17 +20,13 @@ import (
 // Its heartbeat and sweep loop does not run: tests call them.
 func presenceServer(t *testing.T, cfg Config) (*Server, *httptest.Server, *presence.Memory) {
 	t.Helper()
-	var srv atomic.Pointer[Server]
-	b := broker.NewMemory(broker.MemoryConfig{
-		Handler:  func(m broker.Message) { srv.Load().Deliver(m) },
-		OnSignal: func(topic string, p []byte) { srv.Load().DeliverSignal(topic, p) },
-	})
+	b := broker.NewMemory(broker.MemoryConfig{})
 	t.Cleanup(func() { b.Close() })
 	store := presence.NewMemory(presence.MemoryConfig{})
 	cfg.Broker, cfg.Presence, cfg.AllowAnonymous, cfg.APIKey = b, store, true, "key"
 	cfg.JWTSecret = []byte(filterSecret)
 	s := testServer(t, cfg)
-	srv.Store(s)
+	b.RegisterEventHandler(s.Deliver, s.DeliverSignal)
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
 	return s, hs, store

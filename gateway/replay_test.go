@@ -41,15 +41,11 @@ func (b *gappyBroker) History(ctx context.Context, topic string, q broker.Histor
 // and 4000 messages published to chat/r.
 func replayServer(t *testing.T) (*httptest.Server, *gappyBroker, string) {
 	t.Helper()
-	var srv atomic.Pointer[Server]
-	mem := broker.NewMemory(broker.MemoryConfig{
-		Retention: broker.Retention{Size: 5000},
-		Handler:   func(m broker.Message) { srv.Load().Deliver(m) },
-	})
+	mem := broker.NewMemory(broker.MemoryConfig{Retention: broker.Retention{Size: 5000}})
 	t.Cleanup(func() { mem.Close() })
 	b := &gappyBroker{Broker: mem}
 	s := testServer(t, Config{Broker: b, AllowAnonymous: true, MaxRecovery: 3000})
-	srv.Store(s)
+	b.RegisterEventHandler(s.Deliver, s.DeliverSignal)
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
 	items := make([]broker.Item, 4000)

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,12 +114,11 @@ func writerServer(t *testing.T, cfg Config) (*Server, *httptest.Server, *broker.
 // allowed.
 func writerGateway(t *testing.T, cfg Config) (*Server, *broker.Memory) {
 	t.Helper()
-	var srv atomic.Pointer[Server]
-	b := broker.NewMemory(broker.MemoryConfig{Handler: func(m broker.Message) { srv.Load().Deliver(m) }})
+	b := broker.NewMemory(broker.MemoryConfig{})
 	t.Cleanup(func() { b.Close() })
 	cfg.Broker, cfg.AllowAnonymous = b, true
 	s := testServer(t, cfg)
-	srv.Store(s)
+	b.RegisterEventHandler(s.Deliver, s.DeliverSignal)
 	return s, b
 }
 

@@ -39,10 +39,11 @@ func newHarness(t *testing.T) *harness {
 // broker returns a Redis broker node on the harness's Redis.
 func (h *harness) broker(handler broker.Handler) *broker.Redis {
 	h.t.Helper()
-	b, err := broker.NewRedis(context.Background(), broker.RedisConfig{URL: h.redis.URL(), Handler: handler, CheckInterval: 50 * time.Millisecond})
+	b, err := broker.NewRedis(context.Background(), broker.RedisConfig{URL: h.redis.URL(), CheckInterval: 50 * time.Millisecond})
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	b.RegisterEventHandler(handler, nil)
 	h.t.Cleanup(func() { _ = b.Close() })
 	return b
 }

@@ -27,7 +27,8 @@ func BenchmarkPublish(b *testing.B, f Factory) {
 	})
 	b.Run("Parallel", func(b *testing.B) {
 		var delivered atomic.Int64
-		br := f.New(b, Config{Handler: func(broker.Message) { delivered.Add(1) }})
+		br := f.New(b, Config{})
+		br.RegisterEventHandler(func(broker.Message) { delivered.Add(1) }, nil)
 		b.Cleanup(func() { _ = br.Close() })
 		var next atomic.Int64
 		pub := broker.Publication{Event: "UPDATE", Data: benchData}
@@ -54,7 +55,8 @@ func BenchmarkPublish(b *testing.B, f Factory) {
 
 func benchPublish(b *testing.B, f Factory, subscribed bool) {
 	var delivered atomic.Int64
-	br := f.New(b, Config{Handler: func(broker.Message) { delivered.Add(1) }})
+	br := f.New(b, Config{})
+	br.RegisterEventHandler(func(broker.Message) { delivered.Add(1) }, nil)
 	b.Cleanup(func() { _ = br.Close() })
 	topic := fmt.Sprintf("bench/%s/%d", b.Name(), time.Now().UnixNano())
 	if subscribed {

@@ -26,9 +26,9 @@ import (
 )
 
 // Config is what the suite asks a Factory to make a node with.
+// The suite registers its own handlers on the node with
+// RegisterEventHandler, as a gateway does.
 type Config struct {
-	Handler   broker.Handler
-	OnSignal  broker.SignalHandler
 	Retention broker.Retention
 }
 
@@ -119,7 +119,8 @@ func newNode(t testing.TB, f Factory, ret broker.Retention) *node {
 			t.Errorf("the Handler saw %d duplicate or out-of-order messages, first: %s", len(v), v[0])
 		}
 	})
-	b := f.New(t, Config{Handler: rec.handle, OnSignal: rec.signal, Retention: ret})
+	b := f.New(t, Config{Retention: ret})
+	b.RegisterEventHandler(rec.handle, rec.signal)
 	t.Cleanup(func() { _ = b.Close() })
 	return &node{Broker: b, rec: rec}
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -25,115 +24,118 @@ import (
 )
 
 // serveConfig is `updraft serve`'s configuration, read from UPDRAFT_*
-// environment variables. README.md documents every one; keep them in step.
+// environment variables. Its tags are the one source of each setting's
+// name, default and meaning: `updraft serve --help-env` prints README.md's
+// table from them (see envdoc.go), and TestEnvDefaultsMatchPackages checks
+// the packages' Default* constants against them. In desc, {x} is code.
 type serveConfig struct {
-	Addr             string        `envconfig:"ADDR" default:":8080"`
-	NodeID           string        `envconfig:"NODE_ID"`
-	RedisURL         string        `envconfig:"REDIS_URL"`
-	JWTSecret        string        `envconfig:"JWT_SECRET"`
-	APIKey           string        `envconfig:"API_KEY"`
-	AllowAnonymous   bool          `envconfig:"ALLOW_ANONYMOUS" default:"false"`
-	AllowedOrigins   []string      `envconfig:"ALLOWED_ORIGINS"`
-	HistorySize      int           `envconfig:"HISTORY_SIZE" default:"1000"`
-	HistoryTTL       time.Duration `envconfig:"HISTORY_TTL" default:"24h"`
-	MaxMessage       int           `envconfig:"MAX_MESSAGE" default:"65536"`
-	ClientRate       float64       `envconfig:"CLIENT_RATE" default:"100"`
-	MaxSubscriptions int           `envconfig:"MAX_SUBSCRIPTIONS" default:"256"`
-	SendQueue        int           `envconfig:"SEND_QUEUE" default:"1024"`
-	NodeQueueBytes   int64         `envconfig:"NODE_QUEUE_BYTES" default:"1073741824"`
-	MaxRecovery      int           `envconfig:"MAX_RECOVERY" default:"10000"`
-	Heartbeat        time.Duration `envconfig:"HEARTBEAT" default:"25s"`
-	DrainTimeout     time.Duration `envconfig:"DRAIN_TIMEOUT" default:"15s"`
-	StreamIdle       time.Duration `envconfig:"STREAM_IDLE" default:"30s"`
-	HTTPIdleTimeout  time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"60s"`
-	HTTPBodyTimeout  time.Duration `envconfig:"HTTP_BODY_TIMEOUT" default:"10s"`
-	PresenceTimeout  time.Duration `envconfig:"PRESENCE_TIMEOUT" default:"15s"`
-	PresenceRate     float64       `envconfig:"PRESENCE_RATE" default:"10"`
-	PresenceMaxState int           `envconfig:"PRESENCE_MAX_STATE" default:"1024"`
-	LogLevel         string        `envconfig:"LOG_LEVEL" default:"info"`
-	Pprof            bool          `envconfig:"PPROF" default:"false"`
-	MetricsAddr      string        `envconfig:"METRICS_ADDR"`
+	Addr             string        `envconfig:"ADDR" default:":8080" desc:"listen address"`
+	NodeID           string        `envconfig:"NODE_ID" doc_default:"<hostname>-<pid>" desc:"this node's name in connect replies and logs"`
+	RedisURL         string        `envconfig:"REDIS_URL" desc:"{redis://[:password@]host:port/db}; empty runs embedded single-node mode on the in-memory broker"`
+	JWTSecret        string        `envconfig:"JWT_SECRET" desc:"HS256 secret that client tokens are signed with; empty refuses tokens; a token must carry {exp} ({make run UPDRAFT_JWT_SECRET=...} passes it on)"`
+	AllowAnonymous   bool          `envconfig:"ALLOW_ANONYMOUS" default:"false" desc:"let a connect without token subscribe and publish to everything (development only); the gateway refuses to start with neither this nor a JWT secret"`
+	APIKey           string        `envconfig:"API_KEY" desc:"bearer key of the HTTP API ({/api/v1/emit}, ...); empty disables the API"`
+	AllowedOrigins   []string      `envconfig:"ALLOWED_ORIGINS" desc:"comma-separated browser origins allowed to open a WebSocket: {https://app.example.com}, {http://localhost:*} (any port), or {*} for any; empty allows no browser origin ({make run} sets the loopback names on any port); requests without Origin (non-browser clients) are always allowed; each refusal is logged (once per origin and minute)"`
+	HistorySize      int           `envconfig:"HISTORY_SIZE" default:"1000" desc:"messages retained per topic"`
+	HistoryTTL       time.Duration `envconfig:"HISTORY_TTL" default:"24h" desc:"a topic's history expires this long after its last publish (it then starts a new epoch)"`
+	MaxMessage       int           `envconfig:"MAX_MESSAGE" default:"65536" desc:"largest client frame in bytes (1024 to 16777216); larger closes with 1009"`
+	ClientRate       float64       `envconfig:"CLIENT_RATE" default:"100" desc:"requests per second per connection, burst twice that; a connection refused for 10 s straight is closed with 4029"`
+	MaxSubscriptions int           `envconfig:"MAX_SUBSCRIPTIONS" default:"256" desc:"subscriptions per connection"`
+	SendQueue        int           `envconfig:"SEND_QUEUE" default:"1024" desc:"messages queued per connection before it is closed as a slow consumer (4008); the queue also holds at most 8 MiB"`
+	NodeQueueBytes   int64         `envconfig:"NODE_QUEUE_BYTES" default:"1073741824" desc:"bytes queued for all of a node's connections together (1 GiB; at least 8 MiB), an event counting once per connection it is queued for; the connection that would go past it is closed with 4008"`
+	MaxRecovery      int           `envconfig:"MAX_RECOVERY" default:"10000" desc:"most messages a {subscribe} with {since} replays; a longer gap answers {recovered:false} at once"`
+	Heartbeat        time.Duration `envconfig:"HEARTBEAT" default:"25s" desc:"WebSocket ping interval; a client silent for two is closed"`
+	DrainTimeout     time.Duration `envconfig:"DRAIN_TIMEOUT" default:"15s" desc:"how long a SIGTERMed node takes to move its clients away before it exits"`
+	StreamIdle       time.Duration `envconfig:"STREAM_IDLE" default:"30s" desc:"a {POST /api/v1/stream} body that sends no complete line for this long ends the stream with {<event>.error}"`
+	HTTPIdleTimeout  time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"60s" desc:"a keep-alive HTTP connection waiting this long for its next request is closed"`
+	HTTPBodyTimeout  time.Duration `envconfig:"HTTP_BODY_TIMEOUT" default:"10s" desc:"the body of {POST /api/v1/emit} and {/emit/batch} must arrive within this, or the answer is 408"`
+	PresenceTimeout  time.Duration `envconfig:"PRESENCE_TIMEOUT" default:"15s" desc:"a member whose gateway died leaves within this (at least 1s)"`
+	PresenceRate     float64       `envconfig:"PRESENCE_RATE" default:"10" desc:"presence updates ({track}) per second per connection and topic, burst twice that"`
+	PresenceMaxState int           `envconfig:"PRESENCE_MAX_STATE" default:"1024" desc:"largest presence state in bytes (a JSON object)"`
 	// Demo serves the demo app (package demo) at /.
-	Demo bool `envconfig:"DEMO" default:"false"`
+	Demo        bool   `envconfig:"DEMO" default:"false" desc:"serve the demo app (package {demo}, built from {sdk/js/demo}) at {/}; the gateway's own paths keep priority. The page connects anonymously, so it needs {UPDRAFT_ALLOW_ANONYMOUS=true} and its origin in {UPDRAFT_ALLOWED_ORIGINS} ({make run} sets all three)"`
+	Pprof       bool   `envconfig:"PPROF" default:"false" desc:"serve Go's profiler under {/debug/pprof/} (for benchmarking; never on a public address: see {UPDRAFT_METRICS_ADDR})"`
+	MetricsAddr string `envconfig:"METRICS_ADDR" desc:"a private listen address ({127.0.0.1:9090}, {:9090} in a pod) for {/metrics} and the profiler, which are then not served on {UPDRAFT_ADDR}; empty serves them beside the public endpoints. Recommended in production"`
+	LogLevel    string `envconfig:"LOG_LEVEL" default:"info" desc:"{debug}, {info}, {warn} or {error}; logs are JSON lines on stderr"`
 
-	DatabaseURL          string   `envconfig:"DATABASE_URL"`
-	PersistTopics        []string `envconfig:"PERSIST_TOPICS"`
-	PersistRetentionDays int      `envconfig:"PERSIST_RETENTION_DAYS" default:"30"`
+	DatabaseURL          string   `envconfig:"DATABASE_URL" desc:"PostgreSQL ({postgres://user:pass@host/db?sslmode=disable}) for durable history; migrations run at start-up"`
+	PersistTopics        []string `envconfig:"PERSIST_TOPICS" desc:"comma-separated topic patterns ({chat/**}) whose every message is also stored in PostgreSQL; needs {UPDRAFT_DATABASE_URL}"`
+	PersistRetentionDays int      `envconfig:"PERSIST_RETENTION_DAYS" default:"30" desc:"how long PostgreSQL keeps stored messages"`
 }
 
-// loadServeConfig reads and validates the environment. Every error names
-// the variable at fault.
+// loadServeConfig reads the environment and validates it. Every error
+// names the variable at fault.
 func loadServeConfig() (serveConfig, error) {
 	var c serveConfig
 	if err := envconfig.Process("UPDRAFT", &c); err != nil {
 		return c, err
 	}
-	positive := []struct {
-		name string
-		ok   bool
-	}{
-		{"UPDRAFT_HISTORY_SIZE", c.HistorySize > 0},
-		{"UPDRAFT_HISTORY_TTL", c.HistoryTTL > 0},
-		{"UPDRAFT_MAX_MESSAGE", c.MaxMessage > 0},
-		{"UPDRAFT_CLIENT_RATE", c.ClientRate > 0},
-		{"UPDRAFT_MAX_SUBSCRIPTIONS", c.MaxSubscriptions > 0},
-		{"UPDRAFT_SEND_QUEUE", c.SendQueue > 0},
-		{"UPDRAFT_MAX_RECOVERY", c.MaxRecovery > 0},
-		{"UPDRAFT_HEARTBEAT", c.Heartbeat >= time.Second},
-		{"UPDRAFT_DRAIN_TIMEOUT", c.DrainTimeout > 0},
-		{"UPDRAFT_STREAM_IDLE", c.StreamIdle > 0},
-		{"UPDRAFT_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout > 0},
-		{"UPDRAFT_HTTP_BODY_TIMEOUT", c.HTTPBodyTimeout > 0},
-		{"UPDRAFT_PERSIST_RETENTION_DAYS", c.PersistRetentionDays > 0},
-		{"UPDRAFT_PRESENCE_RATE", c.PresenceRate > 0},
-		{"UPDRAFT_PRESENCE_MAX_STATE", c.PresenceMaxState > 0},
-	}
-	for _, p := range positive {
-		if !p.ok {
-			return c, fmt.Errorf("%s must be positive (UPDRAFT_HEARTBEAT at least 1s)", p.name)
-		}
-	}
-	if c.MaxMessage < 1024 || c.MaxMessage > 16<<20 {
-		return c, fmt.Errorf("UPDRAFT_MAX_MESSAGE must be between 1024 and 16777216 bytes, not %d", c.MaxMessage)
-	}
-	if outbox := max(gateway.DefaultSendQueueBytes, 4*c.MaxMessage); c.NodeQueueBytes < int64(outbox) {
-		return c, fmt.Errorf("UPDRAFT_NODE_QUEUE_BYTES must be at least one connection's outbox, %d bytes (8 MiB, or 4 times UPDRAFT_MAX_MESSAGE), not %d", outbox, c.NodeQueueBytes)
-	}
-	if c.PresenceTimeout < time.Second {
-		return c, fmt.Errorf("UPDRAFT_PRESENCE_TIMEOUT must be at least 1s, not %v", c.PresenceTimeout)
-	}
-	if c.PresenceMaxState > c.MaxMessage {
-		return c, fmt.Errorf("UPDRAFT_PRESENCE_MAX_STATE (%d) must not exceed UPDRAFT_MAX_MESSAGE (%d)", c.PresenceMaxState, c.MaxMessage)
-	}
-	if c.JWTSecret == "" && !c.AllowAnonymous {
-		return c, errors.New("UPDRAFT_JWT_SECRET is empty and UPDRAFT_ALLOW_ANONYMOUS is false: no client could connect; set a JWT secret, or UPDRAFT_ALLOW_ANONYMOUS=true for development")
-	}
-	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil {
-		return c, fmt.Errorf("UPDRAFT_LOG_LEVEL: %q is not one of debug, info, warn, error", c.LogLevel)
-	}
-	if err := gateway.ValidateOrigins(c.AllowedOrigins); err != nil {
+	if err := c.validate(); err != nil {
 		return c, err
-	}
-	for _, p := range c.PersistTopics {
-		if err := protocol.ValidatePattern(p); err != nil {
-			return c, fmt.Errorf("UPDRAFT_PERSIST_TOPICS: %w", err)
-		}
-	}
-	if len(c.PersistTopics) > 0 && c.DatabaseURL == "" {
-		return c, errors.New("UPDRAFT_PERSIST_TOPICS needs UPDRAFT_DATABASE_URL: persistent topics are kept in PostgreSQL")
-	}
-	if c.MetricsAddr != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
-			return c, fmt.Errorf("UPDRAFT_METRICS_ADDR: %q is not a listen address like 127.0.0.1:9090: %w", c.MetricsAddr, err)
-		}
-		if c.MetricsAddr == c.Addr {
-			return c, fmt.Errorf("UPDRAFT_METRICS_ADDR must differ from UPDRAFT_ADDR (%s): it is the private address for /metrics", c.Addr)
-		}
 	}
 	if c.NodeID == "" {
 		c.NodeID = defaultNodeID()
 	}
 	return c, nil
+}
+
+// validate checks every setting of serve once, at start-up, naming the
+// variable and the values it allows. No bad value is replaced by a
+// default: an empty UPDRAFT_NODE_ID is its documented default, and every
+// other number must be in range.
+func (c serveConfig) validate() error {
+	if err := firstError(
+		atLeast("UPDRAFT_HISTORY_SIZE", c.HistorySize, 1),
+		positive("UPDRAFT_HISTORY_TTL", c.HistoryTTL),
+		between("UPDRAFT_MAX_MESSAGE", c.MaxMessage, 1024, 16<<20),
+		positive("UPDRAFT_CLIENT_RATE", c.ClientRate),
+		atLeast("UPDRAFT_MAX_SUBSCRIPTIONS", c.MaxSubscriptions, 1),
+		atLeast("UPDRAFT_SEND_QUEUE", c.SendQueue, 1),
+		atLeast("UPDRAFT_MAX_RECOVERY", c.MaxRecovery, 1),
+		atLeast("UPDRAFT_HEARTBEAT", c.Heartbeat, time.Second),
+		positive("UPDRAFT_DRAIN_TIMEOUT", c.DrainTimeout),
+		positive("UPDRAFT_STREAM_IDLE", c.StreamIdle),
+		positive("UPDRAFT_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout),
+		positive("UPDRAFT_HTTP_BODY_TIMEOUT", c.HTTPBodyTimeout),
+		atLeast("UPDRAFT_PERSIST_RETENTION_DAYS", c.PersistRetentionDays, 1),
+		atLeast("UPDRAFT_PRESENCE_TIMEOUT", c.PresenceTimeout, time.Second),
+		positive("UPDRAFT_PRESENCE_RATE", c.PresenceRate),
+		atLeast("UPDRAFT_PRESENCE_MAX_STATE", c.PresenceMaxState, 1),
+	); err != nil {
+		return err
+	}
+	if outbox := max(gateway.DefaultSendQueueBytes, 4*c.MaxMessage); c.NodeQueueBytes < int64(outbox) {
+		return fmt.Errorf("UPDRAFT_NODE_QUEUE_BYTES must be at least one connection's outbox, %d bytes (8 MiB, or 4 times UPDRAFT_MAX_MESSAGE), not %d", outbox, c.NodeQueueBytes)
+	}
+	if c.PresenceMaxState > c.MaxMessage {
+		return fmt.Errorf("UPDRAFT_PRESENCE_MAX_STATE (%d) must not exceed UPDRAFT_MAX_MESSAGE (%d)", c.PresenceMaxState, c.MaxMessage)
+	}
+	if c.JWTSecret == "" && !c.AllowAnonymous {
+		return errors.New("UPDRAFT_JWT_SECRET is empty and UPDRAFT_ALLOW_ANONYMOUS is false: no client could connect; set a JWT secret, or UPDRAFT_ALLOW_ANONYMOUS=true for development")
+	}
+	if err := validateLogLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if err := gateway.ValidateOrigins(c.AllowedOrigins); err != nil {
+		return err
+	}
+	for _, p := range c.PersistTopics {
+		if err := protocol.ValidatePattern(p); err != nil {
+			return fmt.Errorf("UPDRAFT_PERSIST_TOPICS: %w", err)
+		}
+	}
+	if len(c.PersistTopics) > 0 && c.DatabaseURL == "" {
+		return errors.New("UPDRAFT_PERSIST_TOPICS needs UPDRAFT_DATABASE_URL: persistent topics are kept in PostgreSQL")
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("UPDRAFT_METRICS_ADDR: %q is not a listen address like 127.0.0.1:9090: %w", c.MetricsAddr, err)
+		}
+		if c.MetricsAddr == c.Addr {
+			return fmt.Errorf("UPDRAFT_METRICS_ADDR must differ from UPDRAFT_ADDR (%s): it is the private address for /metrics", c.Addr)
+		}
+	}
+	return nil
 }
 
 func newLogger(level string) (*zap.Logger, error) {
@@ -150,10 +152,16 @@ func newLogger(level string) (*zap.Logger, error) {
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: updraft serve\n\nRuns a gateway node configured by UPDRAFT_* environment variables (see README.md).\nWithout UPDRAFT_REDIS_URL it runs single-node with everything in memory.")
+		fmt.Fprintln(stderr, "Usage: updraft serve [--help-env]\n\nRuns a gateway node configured by UPDRAFT_* environment variables (see README.md,\nor --help-env). Without UPDRAFT_REDIS_URL it runs single-node with everything\nin memory.\n\nFlags:")
+		fs.PrintDefaults()
 	}
+	helpEnv := fs.Bool("help-env", false, helpEnvUsage)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *helpEnv {
+		envTable(stdout, serveConfig{})
+		return nil
 	}
 	cfg, err := loadServeConfig()
 	if err != nil {
@@ -168,26 +176,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	warnUnknownEnv(log, os.Environ())
 
 	reg := prometheus.NewRegistry()
-	// The broker is built before the gateway it delivers to; its callbacks
-	// reach the gateway through this pointer, set once the gateway exists.
-	// Nothing is subscribed before then, so no message is dropped.
-	var gwp atomic.Pointer[gateway.Server]
-	deliver := func(m broker.Message) {
-		if gw := gwp.Load(); gw != nil {
-			gw.Deliver(m)
-		}
-	}
-	signal := func(topic string, payload []byte) {
-		if gw := gwp.Load(); gw != nil {
-			gw.DeliverSignal(topic, payload)
-		}
-	}
+	// The broker is built before the gateway it delivers to; the gateway's
+	// handlers are registered with it once the gateway is built, before
+	// anything subscribes. The broker counts its own errors and gaps;
+	// embedded nodes export the series too, at zero.
+	brokerMetrics := broker.NewMetrics(reg)
 	retention := broker.Retention{Size: cfg.HistorySize, TTL: cfg.HistoryTTL}
 	var b broker.Broker
 	var mem *broker.Memory // the embedded broker, nil in a cluster
 	mode := "embedded (single node, in memory)"
 	if cfg.RedisURL == "" {
-		mem = broker.NewMemory(broker.MemoryConfig{Retention: retention, Handler: deliver, OnSignal: signal})
+		mem = broker.NewMemory(broker.MemoryConfig{Retention: retention})
 		b = mem
 	} else {
 		mode = "cluster (Redis)"
@@ -195,22 +194,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rb, err := broker.NewRedis(rctx, broker.RedisConfig{
 			URL: cfg.RedisURL, Lazy: true, // checkRedis below: a node may start before its Redis
-			Retention: retention, Handler: deliver, OnSignal: signal, Logger: log.Named("broker"),
-			OnError: func(err error) {
-				if gw := gwp.Load(); gw != nil {
-					gw.RedisError(err)
-				}
-			},
-			OnGapFilled: func(topic string, n int) {
-				if gw := gwp.Load(); gw != nil {
-					gw.GapFilled(topic, n)
-				}
-			},
-			OnGapUnfillable: func(topic string, n int) {
-				if gw := gwp.Load(); gw != nil {
-					gw.GapUnfillable(topic, n)
-				}
-			},
+			Retention: retention, Logger: log.Named("broker"), Metrics: brokerMetrics,
 		})
 		cancel()
 		if err != nil {
@@ -335,7 +319,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return err
 	}
-	gwp.Store(gw)
+	b.RegisterEventHandler(gw.Deliver, gw.DeliverSignal) // nothing is subscribed yet
 	metricsAt := "beside the public endpoints"
 	if metricsLn != nil {
 		metricsAt = metricsLn.Addr().String()

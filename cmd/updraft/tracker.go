@@ -26,45 +26,53 @@ import (
 
 // trackerConfig is the tracker's configuration, read from UPDRAFT_*
 // variables by `updraft tracker`, by `updraft serve` (which runs the
-// tracker in process in embedded mode) and by `updraft track`. README.md
-// documents every one; keep them in step.
+// tracker in process in embedded mode) and by `updraft track`. Its tags
+// are the one source of each setting's name, default and meaning, as
+// serveConfig's are: `updraft tracker --help-env` prints README.md's table.
 type trackerConfig struct {
-	DatabaseURL     string        `envconfig:"DATABASE_URL"`
-	TrackTables     []string      `envconfig:"TRACK_TABLES"`
-	PollInterval    time.Duration `envconfig:"POLL_INTERVAL" default:"200ms"`
-	HiddenColumns   []string      `envconfig:"HIDDEN_COLUMNS"`
-	ChangeRetention time.Duration `envconfig:"CHANGE_RETENTION" default:"24h"`
-	LeaseTTL        time.Duration `envconfig:"LEASE_TTL" default:"5s"`
-	Notify          bool          `envconfig:"TRACKER_NOTIFY" default:"false"`
-	MaxRow          int           `envconfig:"MAX_ROW" default:"262144"`
+	DatabaseURL     string        `envconfig:"DATABASE_URL" desc:"the database whose tables are tracked (required by {updraft tracker})"`
+	TrackTables     []string      `envconfig:"TRACK_TABLES" desc:"comma-separated tables ({orders}, {billing.invoices}) whose capture trigger is installed at start-up; an unknown table, or one in {updraft.*} or a system schema, stops start-up. Tables tracked by hand are published too"`
+	PollInterval    time.Duration `envconfig:"POLL_INTERVAL" default:"200ms" desc:"time between polls of the change log (at least 10ms)"`
+	Notify          bool          `envconfig:"TRACKER_NOTIFY" default:"false" desc:"the trigger also sends {pg_notify}, so the tracker polls at once; the poll stays as the safety net"`
+	HiddenColumns   []string      `envconfig:"HIDDEN_COLUMNS" desc:"comma-separated {table.column} (or {schema.table.column}) removed from captured rows inside PostgreSQL; an unknown column stops start-up. Adds to each table's stored hidden columns; one that names some of a table's columns but leaves out a stored one stops start-up (only {updraft track --unhide} reveals a column)"`
+	ChangeRetention time.Duration `envconfig:"CHANGE_RETENTION" default:"24h" desc:"published change rows older than this are deleted, 1,000 at a time (at least 1m)"`
+	LeaseTTL        time.Duration `envconfig:"LEASE_TTL" default:"5s" desc:"the leader lease: after a crash a standby takes over within it (a clean stop hands over at once; at least 1s and three {UPDRAFT_POLL_INTERVAL}s)"`
+	MaxRow          int           `envconfig:"MAX_ROW" default:"262144" desc:"a change whose JSON (row and old row) is larger is sent as its primary key with {\"truncated\":true} (at least 1024)"`
 	// NodeID is shared with serve: in embedded mode the tracker is the
 	// node's own.
-	NodeID string `envconfig:"NODE_ID"`
+	NodeID string `envconfig:"NODE_ID" doc_default:"<hostname>-<pid>" desc:"{updraft tracker}: its name in every log line ({\"node\"}) and, while it leads, the leader a standby's \"standing by\" line names"`
 }
 
-// loadTrackerConfig reads and validates the tracker's variables. Every
-// error names the variable at fault.
+// loadTrackerConfig reads the tracker's variables and validates them.
+// Every error names the variable at fault.
 func loadTrackerConfig() (trackerConfig, error) {
 	var c trackerConfig
 	if err := envconfig.Process("UPDRAFT", &c); err != nil {
 		return c, err
 	}
-	switch {
-	case c.PollInterval < 10*time.Millisecond:
-		return c, fmt.Errorf("UPDRAFT_POLL_INTERVAL must be at least 10ms, not %v", c.PollInterval)
-	case c.ChangeRetention < time.Minute:
-		return c, fmt.Errorf("UPDRAFT_CHANGE_RETENTION must be at least 1m, not %v", c.ChangeRetention)
-	case c.LeaseTTL < time.Second:
-		return c, fmt.Errorf("UPDRAFT_LEASE_TTL must be at least 1s, not %v", c.LeaseTTL)
-	case c.LeaseTTL < 3*c.PollInterval:
-		return c, fmt.Errorf("UPDRAFT_LEASE_TTL (%v) must be at least three UPDRAFT_POLL_INTERVALs (%v)", c.LeaseTTL, c.PollInterval)
-	case c.MaxRow < 1024:
-		return c, fmt.Errorf("UPDRAFT_MAX_ROW must be at least 1024 bytes, not %d", c.MaxRow)
+	if err := c.validate(); err != nil {
+		return c, err
 	}
 	if c.NodeID == "" {
 		c.NodeID = defaultNodeID()
 	}
 	return c, nil
+}
+
+// validate checks every setting of the tracker once, naming the variable
+// and the values it allows.
+func (c trackerConfig) validate() error {
+	if err := firstError(
+		atLeast("UPDRAFT_POLL_INTERVAL", c.PollInterval, 10*time.Millisecond),
+		atLeast("UPDRAFT_CHANGE_RETENTION", c.ChangeRetention, time.Minute),
+		atLeast("UPDRAFT_LEASE_TTL", c.LeaseTTL, time.Second),
+	); err != nil {
+		return err
+	}
+	if c.LeaseTTL < 3*c.PollInterval {
+		return fmt.Errorf("UPDRAFT_LEASE_TTL (%v) must be at least three UPDRAFT_POLL_INTERVALs (%v)", c.LeaseTTL, c.PollInterval)
+	}
+	return atLeast("UPDRAFT_MAX_ROW", c.MaxRow, 1024)
 }
 
 // defaultNodeID is UPDRAFT_NODE_ID's default: <hostname>-<pid>.
@@ -106,9 +114,17 @@ func (c trackerConfig) newTracker(ctx context.Context, coord broker.Coordinator,
 // trackerProcessConfig is what `updraft tracker` reads besides
 // trackerConfig.
 type trackerProcessConfig struct {
-	Addr     string `envconfig:"ADDR" default:":8081"`
-	RedisURL string `envconfig:"REDIS_URL"`
-	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
+	Addr     string `envconfig:"ADDR" default:":8081" desc:"{updraft tracker} only: where it serves {/metrics} and {/healthz}"`
+	RedisURL string `envconfig:"REDIS_URL" desc:"required by {updraft tracker}: trackers elect their leader and publish through Redis"`
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info" desc:"{updraft tracker}: {debug}, {info}, {warn} or {error}; logs are JSON lines on stderr"`
+}
+
+// validate checks the settings only `updraft tracker` reads.
+func (c trackerProcessConfig) validate() error {
+	if c.RedisURL == "" {
+		return errors.New("UPDRAFT_REDIS_URL is required: trackers elect their leader and publish through Redis (without Redis, `updraft serve` runs the tracker in process)")
+	}
+	return validateLogLevel(c.LogLevel)
 }
 
 func runTracker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -121,13 +137,18 @@ their table topics, configured by UPDRAFT_* environment variables (see
 README.md): UPDRAFT_DATABASE_URL and UPDRAFT_REDIS_URL are required. Run
 two or more: one leads, the others stand by (and log who leads; each
 names itself by UPDRAFT_NODE_ID). Serves /metrics and /healthz on
-UPDRAFT_ADDR (default :8081).
+UPDRAFT_ADDR (default :8081). --help-env lists the variables.
 
 In a single process without Redis, 'updraft serve' runs the tracker itself
 when UPDRAFT_DATABASE_URL is set.`)
 	}
+	helpEnv := fs.Bool("help-env", false, helpEnvUsage)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *helpEnv {
+		envTable(stdout, trackerConfig{}, trackerProcessConfig{})
+		return nil
 	}
 	var pc trackerProcessConfig
 	if err := envconfig.Process("UPDRAFT", &pc); err != nil {
@@ -137,15 +158,15 @@ when UPDRAFT_DATABASE_URL is set.`)
 	if err != nil {
 		return err
 	}
-	switch {
-	case tc.DatabaseURL == "":
+	if tc.DatabaseURL == "" {
 		return errors.New("UPDRAFT_DATABASE_URL is required: the tracker reads PostgreSQL")
-	case pc.RedisURL == "":
-		return errors.New("UPDRAFT_REDIS_URL is required: trackers elect their leader and publish through Redis (without Redis, `updraft serve` runs the tracker in process)")
+	}
+	if err := pc.validate(); err != nil {
+		return err
 	}
 	log, err := newLogger(pc.LogLevel)
 	if err != nil {
-		return fmt.Errorf("UPDRAFT_LOG_LEVEL: %q is not one of debug, info, warn, error", pc.LogLevel)
+		return err
 	}
 	defer log.Sync()
 	log = log.With(zap.String("node", tc.NodeID)) // every line: which tracker said it
