@@ -296,9 +296,9 @@ func TestLockedConnWaitsForTheWriter(t *testing.T) {
 	server, client := net.Pipe() // synchronous: a write completes only when read
 	defer server.Close()
 	defer client.Close()
-	sess := &session{raw: server}
-	lc := lockedConn{Conn: server, sess: sess}
-	sess.wmu.Lock() // a writer is in the middle of a frame
+	var fc frameConn
+	lc, _ := fc.attach(server)
+	fc.lock() // a writer is in the middle of a frame
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := lc.Write([]byte("ping"))
@@ -309,7 +309,7 @@ func TestLockedConnWaitsForTheWriter(t *testing.T) {
 	if n, err := client.Read(buf); err == nil {
 		t.Fatalf("the control frame went out (%q) while the writer held the lock", buf[:n])
 	}
-	sess.wmu.Unlock()
+	fc.unlock()
 	client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "ping" {
 		t.Fatalf("after the writer: %q %v", buf, err)
@@ -330,10 +330,10 @@ func TestStaleWriteDeadlineIsDropped(t *testing.T) {
 	// What a flush leaves behind, long expired.
 	stale := func() {
 		past := time.Now().Add(-time.Minute)
-		sess.wmu.Lock()
-		sess.writeDeadline = past
-		sess.raw.SetWriteDeadline(past)
-		sess.wmu.Unlock()
+		sess.out.lock()
+		sess.out.deadline = past
+		sess.out.raw.SetWriteDeadline(past)
+		sess.out.unlock()
 	}
 	stale()
 
@@ -386,7 +386,7 @@ func TestWritesWithoutRawSocket(t *testing.T) {
 	if rep := reader.request(map[string]any{"type": "subscribe", "topic": topic}); !rep.OK {
 		t.Fatal(rep.Error)
 	}
-	if sessions := s.liveSessions(); len(sessions) != 1 || sessions[0].rc != nil {
+	if sessions := s.liveSessions(); len(sessions) != 1 || sessions[0].out.rc != nil {
 		t.Fatal("the TLS connection has a raw socket: the test does not exercise the fallback")
 	}
 	for i, size := range []int{10, 5 << 10, 300 << 10} {
