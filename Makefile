@@ -113,5 +113,15 @@ lint:
 	$(GO) vet ./...
 	@if command -v staticcheck >/dev/null 2>&1; then echo staticcheck ./...; staticcheck ./...; fi
 
+# The CLI cross-built for the systems users install it on: the gateway's
+# raw socket writes are Unix-only, behind a portable fallback
+# (gateway/wsconn.go). CI runs it (.ci/run).
+.PHONY: cross
+cross:
+	@for os in linux darwin windows; do \
+		echo "GOOS=$$os go build ./cmd/updraft"; \
+		GOOS=$$os $(GO) build -o /dev/null ./cmd/updraft || exit 1; \
+	done
+
 clean:
 	rm -rf bin tmp/cluster

@@ -23,7 +23,7 @@ func newTestBroker(t testing.TB, h broker.Handler) *broker.Memory {
 // start none: the tests of connection-less sessions read it with take.
 func busyQueue(items int) *sendQueue {
 	q := newSendQueue(items, DefaultSendQueueBytes, unlimitedNode())
-	q.writing = true
+	q.startLocked() // no one else has q yet
 	return q
 }
 
@@ -32,9 +32,9 @@ func busyQueue(items int) *sendQueue {
 // empty take would otherwise let the next push start a real writer.
 func drain(sessions []*session, spare [][]byte) [][]byte {
 	for _, sess := range sessions {
-		spare, _, _, _, _ = sess.queue.take(spare[:0])
+		spare = sess.queue.take(spare[:0]).items
 		sess.queue.mu.Lock()
-		sess.queue.writing = true
+		sess.queue.startLocked() // again, if the take stopped the writer
 		sess.queue.mu.Unlock()
 	}
 	return spare
@@ -60,7 +60,7 @@ func TestDeliverEncodesOnceForAll(t *testing.T) {
 		Publication: broker.Publication{Event: "m", Data: json.RawMessage(`{"a":1}`), TS: 7, From: "u"}})
 	var first []byte
 	for i, sess := range sessions {
-		items, _, _, _, _ := sess.queue.take(nil)
+		items := sess.queue.take(nil).items
 		if len(items) != 1 {
 			t.Fatalf("session %d got %d items", i, len(items))
 		}
@@ -83,7 +83,8 @@ func TestDeliverClosesOnlyTheSlowConsumer(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		s.Deliver(broker.Message{Topic: "chat/x", Position: broker.Position{Epoch: "e", Seq: uint64(i)}, Publication: broker.Publication{Event: "m"}})
 	}
-	items, done, code, _, _ := slow.queue.take(nil)
+	b := slow.queue.take(nil)
+	items, done, code := b.items, b.close, b.code
 	if !done || code != protocol.CloseSlowConsumer || len(items) != 1 {
 		t.Fatalf("slow consumer: done=%v code=%d items=%d, want closed with 4008 and only the disconnect queued", done, code, len(items))
 	}
@@ -91,7 +92,8 @@ func TestDeliverClosesOnlyTheSlowConsumer(t *testing.T) {
 	if err := json.Unmarshal(items[0], &d); err != nil || d.Code != 4008 || !d.Reconnect {
 		t.Fatalf("disconnect message %s", items[0])
 	}
-	items, done, _, _, _ = fast.queue.take(nil)
+	b = fast.queue.take(nil)
+	items, done = b.items, b.close
 	if done || len(items) != 5 {
 		t.Fatalf("fast consumer: done=%v items=%d, want all 5", done, len(items))
 	}

@@ -470,8 +470,8 @@ func TestDeliverFiltersHeldMessages(t *testing.T) {
 		t.Fatalf("held %d messages, want the 2 that match", len(sub.held))
 	}
 	sub.release(broker.Position{Epoch: "e", Seq: 1}) // seq 1 came from history
-	items, _, _, _, _ := sess.queue.take(nil)
-	all, _, _, _, _ := plain.queue.take(nil)
+	items := sess.queue.take(nil).items
+	all := plain.queue.take(nil).items
 	if len(items) != 1 || len(all) != 4 {
 		t.Fatalf("filtered got %d, unfiltered %d; want 1 and 4", len(items), len(all))
 	}

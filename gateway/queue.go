@@ -30,8 +30,9 @@ type sendQueue struct {
 	maxBytes int
 	node     *nodeBytes
 	taken    chan struct{} // capacity 1: "the writer took what was queued"
-	// writers counts the writers started (at most one runs at a time);
-	// Add happens under mu, so that after kill, Wait is safe.
+	// writers counts the writers running (at most one at a time): Add in
+	// startLocked, under mu, so that after done Wait is safe; Done in
+	// the take that says stop, or in writerDone.
 	writers sync.WaitGroup
 
 	mu    sync.Mutex
@@ -160,7 +161,8 @@ func (q *sendQueue) releaseLocked() {
 }
 
 // writerDone ends a writer that stops without a take that said stop
-// (a write failed, or it closed the connection).
+// (a write failed, or it closed the connection). A writer ends once,
+// either way: shut waits for it.
 func (q *sendQueue) writerDone() {
 	q.mu.Lock()
 	q.releaseLocked()
@@ -200,6 +202,14 @@ func (q *sendQueue) shut(gone bool) {
 	q.items = nil
 	q.returnCredit()
 	q.mu.Unlock()
+}
+
+// finished reports whether the queue takes no more pushes: a close was
+// asked for (finish), or the connection ended (shut).
+func (q *sendQueue) finished() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.done
 }
 
 // finish stops further pushes and asks the writer to close the connection
@@ -265,13 +275,24 @@ var (
 	errQueueFull   = errors.New("gateway: outbox full")
 )
 
-// take moves everything queued into dst (which it returns, grown as
+// batch is what a writer takes from its queue at once (take).
+type batch struct {
+	items [][]byte // the messages queued, in order
+	// stop: there was nothing to do. The writer has ended (the queue
+	// counts it gone) and must not touch the queue again; the queue is
+	// idle, and the next push starts a new writer.
+	stop bool
+	// close: the queue has finished. The writer writes items, then
+	// closes the connection with code and reason, and ends (writerDone).
+	close  bool
+	code   int
+	reason string
+}
+
+// take moves everything queued into dst (returned in the batch, grown as
 // needed) for the running writer; what the writer took before is written
-// by now, and no longer counts. done reports that the queue has
-// finished: the writer sends code and reason after writing the items, and
-// ends. stop reports that there is nothing to do: the writer ends at once
-// (the queue is idle again, and the next push starts a new writer).
-func (q *sendQueue) take(dst [][]byte) (items [][]byte, done bool, code int, reason string, stop bool) {
+// by now, and no longer counts.
+func (q *sendQueue) take(dst [][]byte) batch {
 	q.mu.Lock()
 	freed := q.inflight > 0
 	q.releaseLocked()
@@ -285,15 +306,16 @@ func (q *sendQueue) take(dst [][]byte) (items [][]byte, done bool, code int, rea
 		if freed {
 			q.signalTaken()
 		}
-		return dst, false, 0, "", true
+		q.writers.Done()
+		return batch{items: dst, stop: true}
 	}
 	dst = append(dst, q.items...)
 	clear(q.items)
 	q.items, q.inflight = q.items[:0], q.bytes
-	done, code, reason = q.done, q.closeCode, q.closeReason
+	b := batch{items: dst, close: q.done, code: q.closeCode, reason: q.closeReason}
 	q.mu.Unlock()
 	q.signalTaken()
-	return dst, done, code, reason, false
+	return b
 }
 
 // signalTaken tells a pushWait that room was made.

@@ -188,7 +188,7 @@ func TestDeliverMovingRows(t *testing.T) {
 
 	take := func(sess *session) []byte {
 		t.Helper()
-		items, _, _, _, _ := sess.queue.take(nil)
+		items := sess.queue.take(nil).items
 		if len(items) != 1 {
 			t.Fatalf("%s got %d items, want 1", sess.id, len(items))
 		}

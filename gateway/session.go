@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -19,10 +18,6 @@ import (
 
 	"github.com/updraft/updraft/protocol"
 )
-
-// maxFrameOut caps one packed server frame; more queued messages go out in
-// further frames.
-const maxFrameOut = 256 << 10
 
 // maxBadInARow is how many malformed messages in a row a connection may
 // send before it is closed with 4000.
@@ -36,18 +31,14 @@ const maxBadInARow = 10
 type session struct {
 	srv  *Server
 	conn *websocket.Conn
-	raw  net.Conn        // the connection under conn: the writers write frames on it
-	rc   syscall.RawConn // raw's system call access, for the worker's non-blocking writes
-	// wmu is held while a frame is written to raw, by a writer or by the
-	// library (control frames, through lockedConn).
-	wmu    sync.Mutex
+	// out is the socket under conn, which the writers write frames on,
+	// shared with the library's control frames (see wsconn.go).
+	out    frameConn
 	worker *writeWorker // writes for the connection while its client keeps up
-	// writeDeadline is raw's write deadline, set by flush; guarded by wmu.
-	writeDeadline time.Time
-	id            string
-	ctx           context.Context // cancelled when the session ends
-	cancel        context.CancelFunc
-	queue         *sendQueue
+	id     string
+	ctx    context.Context // cancelled when the session ends
+	cancel context.CancelFunc
+	queue  *sendQueue
 
 	lastSeen  atomic.Int64 // unix nanos of the last frame or pong from the client
 	connected atomic.Bool  // a connect succeeded
@@ -86,7 +77,6 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	conn.SetReadLimit(-1) // the reader applies MaxMessage itself, to send a disconnect first
 	sess.conn = conn
-	sess.rc = rawConnOf(sess.raw)
 	sess.worker = s.writers.pick()
 	sess.ctx, sess.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
 	sess.queue = newSendQueue(s.cfg.SendQueue, s.cfg.SendQueueBytes, &s.queued)
@@ -187,9 +177,7 @@ func (sess *session) close(code int, reason string) {
 
 // closing reports whether a close was requested.
 func (sess *session) closing() bool {
-	sess.queue.mu.Lock()
-	defer sess.queue.mu.Unlock()
-	return sess.queue.done
+	return sess.queue.finished()
 }
 
 // readBufs holds the buffers frames are read into: a connection holds one
@@ -204,20 +192,15 @@ var readBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // handler returned: see serveWebSocket), so that an idle connection does
 // not hold 8 KiB of buffers for life. A larger frame is read past the
 // buffer, straight from the socket (bufio does so), at the cost of one more
-// system call for its header. The library writes control frames only (see
-// writer.go).
+// system call for its header. The library writes control frames only, and
+// its write side is the write path's (frameConn.attach, wsconn.go).
 type smallBuffers struct {
 	http.ResponseWriter
-	sess *session // its raw is set to the hijacked connection
+	sess *session // its write side is attached to the hijacked connection
 }
 
-const (
-	// connBufferSize fits one typical request and its frame header.
-	connBufferSize = 1 << 10
-	// controlFrameSize is the largest control frame a server writes: a
-	// 2-byte header and 125 bytes (RFC 6455 section 5.5).
-	controlFrameSize = 127
-)
+// connBufferSize fits one typical request and its frame header.
+const connBufferSize = 1 << 10
 
 func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
@@ -231,7 +214,6 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// library keeps what is buffered and then reads the connection itself.
 	// net/http flushed the 101 response before handing the connection
 	// over, so its writer holds nothing.
-	w.sess.raw = c
 	br := bufio.NewReaderSize(c, connBufferSize)
 	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ := brw.Reader.Peek(n)
@@ -241,9 +223,9 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			return nil, nil, err
 		}
 	}
-	// The library writes control frames only, under the session's wmu.
-	lc := lockedConn{Conn: c, sess: w.sess}
-	return lc, bufio.NewReadWriter(br, bufio.NewWriterSize(lc, controlFrameSize)), nil
+	// The library writes control frames only, under the write path's lock.
+	lc, bw := w.sess.out.attach(c)
+	return lc, bufio.NewReadWriter(br, bw), nil
 }
 
 // heartbeatLoop pings every connection each heartbeat, and closes one

@@ -33,15 +33,15 @@ func TestSendQueue(t *testing.T) {
 	if ok, full, _ := q.push([]byte("x")); ok || !full {
 		t.Fatalf("push past maxItems: ok=%v full=%v, want full", ok, full)
 	}
-	items, done, _, _, stop := q.take(nil)
+	b := q.take(nil)
+	items, done, stop := b.items, b.close, b.stop
 	if len(items) != 3 || done || stop {
 		t.Fatalf("take: %d items, done=%v stop=%v", len(items), done, stop)
 	}
 	// The writer finds the queue empty and ends; the next push starts one.
-	if _, _, _, _, stop := q.take(items[:0]); !stop {
+	if b := q.take(items[:0]); !b.stop {
 		t.Fatal("take of an empty queue must tell the writer to stop")
 	}
-	q.writers.Done()
 	if ok, full, start := q.push(make([]byte, 101)); ok || !full || start {
 		t.Fatal("one item larger than maxBytes must not pass, even into an empty queue")
 	}
@@ -60,12 +60,12 @@ func TestSendQueue(t *testing.T) {
 	if ok, full, _ := q.push([]byte("late")); ok || full {
 		t.Fatal("push after finish must be refused, not reported full")
 	}
-	items, done, code, reason, _ := q.take(items[:0])
-	if len(items) != 1 || string(items[0]) != "bye" || !done || code != 4008 || reason != "slow consumer" {
-		t.Fatalf("after discarding finish: items=%q done=%v code=%d reason=%q", items, done, code, reason)
+	b = q.take(items[:0])
+	if items := b.items; len(items) != 1 || string(items[0]) != "bye" || !b.close || b.code != 4008 || b.reason != "slow consumer" {
+		t.Fatalf("after discarding finish: items=%q close=%v code=%d reason=%q", items, b.close, b.code, b.reason)
 	}
-	q.writers.Done()
-	q.shut(false) // returns: no writer runs
+	q.writerDone() // it closed the connection
+	q.shut(false)  // returns: no writer runs
 }
 
 // An outbox that goes idle after a burst keeps no large array: it goes to
@@ -78,14 +78,13 @@ func TestSendQueueIdleKeepsNoLargeArray(t *testing.T) {
 			t.Fatalf("push %d", i)
 		}
 	}
-	items, _, _, _, _ := q.take(nil)
+	items := q.take(nil).items
 	if len(items) != 100 {
 		t.Fatalf("took %d items, want 100", len(items))
 	}
-	if _, _, _, _, stop := q.take(items[:0]); !stop {
+	if b := q.take(items[:0]); !b.stop {
 		t.Fatal("the emptied queue must stop its writer")
 	}
-	q.writers.Done()
 	q.mu.Lock()
 	kept := cap(q.items)
 	q.mu.Unlock()
@@ -95,10 +94,10 @@ func TestSendQueueIdleKeepsNoLargeArray(t *testing.T) {
 	if ok, _, start := q.push([]byte("again")); !ok || !start {
 		t.Fatal("a push after going idle must queue and start a writer")
 	}
-	if items, _, _, _, _ := q.take(nil); len(items) != 1 || string(items[0]) != "again" {
+	if items := q.take(nil).items; len(items) != 1 || string(items[0]) != "again" {
 		t.Fatalf("took %q after the next push", items)
 	}
-	q.writers.Done()
+	q.writerDone()
 }
 
 // BenchmarkOutboxBursts queues bursts of 100 messages and takes them as a
@@ -113,9 +112,8 @@ func BenchmarkOutboxBursts(b *testing.B) {
 		for range 100 {
 			q.push(msg)
 		}
-		spare, _, _, _, _ = q.take(spare[:0])
-		spare, _, _, _, _ = q.take(spare[:0]) // empty: the outbox goes idle
-		q.writers.Done()
+		spare = q.take(spare[:0]).items
+		spare = q.take(spare[:0]).items // empty: the outbox goes idle
 	}
 }
 
@@ -124,7 +122,8 @@ func TestSendQueueFinishKeepsBacklog(t *testing.T) {
 	q.push([]byte("a"))
 	q.push([]byte("b"))
 	q.finish(1012, "node draining", []byte("bye"), false)
-	items, done, code, _, _ := q.take(nil)
+	b := q.take(nil)
+	items, done, code := b.items, b.close, b.code
 	if got := string(items[0]) + string(items[1]) + string(items[2]); got != "abbye" || !done || code != 1012 {
 		t.Fatalf("drain must flush the backlog before the disconnect: %q done=%v code=%d", got, done, code)
 	}
@@ -138,8 +137,7 @@ func TestSendQueueShutGone(t *testing.T) {
 	go func() {
 		// The writer: it was started by the push; it finds nothing to do.
 		for {
-			if _, _, _, _, stop := q.take(nil); stop {
-				q.writers.Done()
+			if q.take(nil).stop {
 				return
 			}
 		}
@@ -459,7 +457,7 @@ func TestSendQueueCountsUntilWritten(t *testing.T) {
 	node := &nodeBytes{max: 1 << 20}
 	q := newSendQueue(100, 100, node)
 	q.push(make([]byte, 60))
-	items, _, _, _, _ := q.take(nil) // being written
+	items := q.take(nil).items // being written
 	if ok, full, _ := q.push(make([]byte, 60)); ok || !full {
 		t.Fatal("a push over maxBytes with what is being written counted must report full")
 	}
@@ -469,15 +467,14 @@ func TestSendQueueCountsUntilWritten(t *testing.T) {
 	if got := node.n.Load(); got < 100 || got > 100+nodeCredit {
 		t.Fatalf("node counts %d bytes, want 100 and at most a slice of credit", got)
 	}
-	items, _, _, _, _ = q.take(items[:0]) // the 60 are written
+	items = q.take(items[:0]).items // the 60 are written
 	if q.mu.Lock(); len(items) != 1 || q.bytes != 40 {
 		t.Fatalf("after the next take: %d items, %d bytes counted, want 1 and 40", len(items), q.bytes)
 	}
 	q.mu.Unlock()
-	if _, _, _, _, stop := q.take(items[:0]); !stop || node.n.Load() != 0 {
+	if b := q.take(items[:0]); !b.stop || node.n.Load() != 0 {
 		t.Fatalf("after the idle take the node counts %d bytes, want 0", node.n.Load())
 	}
-	q.writers.Done()
 
 	// A writer that ends on a failed write releases what it took; a
 	// client gone drops what is queued.
@@ -499,15 +496,14 @@ func TestSendQueueCredit(t *testing.T) {
 	var items [][]byte
 	for range 1000 {
 		q.push(make([]byte, 100))
-		items, _, _, _, _ = q.take(items[:0])
+		items = q.take(items[:0]).items
 		if got := node.n.Load(); got > 100+2*nodeCredit {
 			t.Fatalf("a busy queue with 100 bytes in flight holds %d of the node", got)
 		}
 	}
-	if _, _, _, _, stop := q.take(items[:0]); !stop || node.n.Load() != 0 {
+	if b := q.take(items[:0]); !b.stop || node.n.Load() != 0 {
 		t.Fatalf("an idle queue holds %d of the node, want 0", node.n.Load())
 	}
-	q.writers.Done()
 }
 
 // Past the node's cap a push reports full, whichever queue it is on.
@@ -526,8 +522,8 @@ func TestSendQueueNodeCap(t *testing.T) {
 	if got := node.n.Load(); got != 100 {
 		t.Fatalf("node counts %d bytes, want 100 (no room for credit)", got)
 	}
-	a.writers.Done() // the writers the first pushes started, never run
-	b.writers.Done()
+	a.writerDone() // the writers the first pushes started, never run
+	b.writerDone()
 	a.shut(true)
 	b.shut(true)
 	if got := node.n.Load(); got != 0 {

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/updraft/updraft/client"
@@ -327,24 +326,6 @@ func (l *pidList) Set(v string) error {
 		*l = append(*l, pid)
 	}
 	return nil
-}
-
-// raiseFileLimit raises this process's soft limit on open files to the
-// hard limit and returns it: idle holds tens of thousands of sockets.
-func raiseFileLimit() (uint64, error) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, err
-	}
-	if lim.Cur < lim.Max {
-		raised := lim
-		raised.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
-			return lim.Cur, err
-		}
-		lim = raised
-	}
-	return lim.Cur, nil
 }
 
 // benchHTTPClient returns the client publishers share: it keeps a

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/updraft/updraft/internal/bench"
@@ -51,10 +50,7 @@ type cpuSample struct {
 
 func (r *benchRun) sampleCPU() (cpuSample, error) {
 	server, err := serverCPU(r.p.PIDs)
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	self := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-	return cpuSample{server: server, self: self}, err
+	return cpuSample{server: server, self: selfCPU().Seconds()}, err
 }
 
 // setCPU records the CPU time used between two samples.
