@@ -41,6 +41,7 @@ help:
 	@echo 'make cluster  Redis + 3 gateways (127.0.0.1:8081-8083) + haproxy on 127.0.0.1:8080'
 	@echo 'make db       start a throwaway PostgreSQL on 127.0.0.1:55432 (DB_PORT=...) with a sample orders table; prints export DB=...'
 	@echo 'make db-down  stop the PostgreSQL make db started, by PID, and delete its data'
+	@echo 'make cross    check that updraft builds for linux, darwin and windows (CI runs it before make test)'
 	@echo 'make fmt      gofmt the tree'
 	@echo 'make lint     fail on unformatted files, go vet (and staticcheck if installed)'
 	@echo 'make clean    remove bin/ and tmp/cluster/'
