@@ -75,6 +75,7 @@ func (h recordingHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func TestLibraryControlFramesAreWholeAndLocked(t *testing.T) {
 	recs := make(chan *recordingConn, 1)
 	done := make(chan error, 1)
+	clientPinged := make(chan struct{}) // the server closes only after the client's pings
 	reason := strings.Repeat("r", 123) // a close frame of 125 bytes: the largest
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sess := &session{}
@@ -95,6 +96,10 @@ func TestLibraryControlFramesAreWholeAndLocked(t *testing.T) {
 					return
 				}
 			}
+			select {
+			case <-clientPinged:
+			case <-ctx.Done():
+			}
 			done <- conn.Close(4000, reason)
 		}()
 	}))
@@ -113,6 +118,7 @@ func TestLibraryControlFramesAreWholeAndLocked(t *testing.T) {
 			t.Fatalf("client ping %d: %v", i, err)
 		}
 	}
+	close(clientPinged)
 	if err := <-done; err != nil {
 		t.Fatalf("server: %v", err)
 	}
