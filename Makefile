@@ -112,6 +112,7 @@ lint:
 	@unformatted=$$(gofmt -l $(GOFILES)); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed (run make fmt):"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum not tidy (run go mod tidy):"; $(GO) mod tidy -diff; exit 1; }
 	@if command -v staticcheck >/dev/null 2>&1; then echo staticcheck ./...; staticcheck ./...; fi
 
 # The CLI cross-built for the systems users install it on: the gateway's

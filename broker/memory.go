@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/updraft/updraft/internal/strhash"
 )
 
 // MemoryConfig configures NewMemory. The zero value is usable.
@@ -311,15 +313,9 @@ func (m *Memory) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// shard picks a topic's shard by its FNV-1a hash, computed inline because
-// hash/fnv would allocate on every call.
+// shard picks a topic's shard by its FNV-1a hash (allocation-free).
 func (m *Memory) shard(topic string) *memShard {
-	x := uint32(2166136261)
-	for i := 0; i < len(topic); i++ {
-		x ^= uint32(topic[i])
-		x *= 16777619
-	}
-	return &m.shards[x%memShards]
+	return &m.shards[strhash.FNV32a(topic)%memShards]
 }
 
 // lockTopic returns topic's state with its lock held, creating it when

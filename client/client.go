@@ -32,12 +32,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/updraft/updraft/internal/backoff"
 	"github.com/updraft/updraft/protocol"
@@ -185,8 +184,12 @@ type Options struct {
 	// The server packs many messages into one frame under load, so this is
 	// larger than the server's own limit. Default 32 MiB.
 	ReadLimit int64
-	// Logger receives the client's diagnostics. Default: none.
-	Logger *zap.Logger
+	// Logger receives the client's diagnostics, through the standard
+	// library's log/slog so the SDK imposes no logging library. Default:
+	// none. A program logging with zap passes a slog.Logger over its core,
+	// slog.New(zapslog.NewHandler(logger.Core())) with
+	// go.uber.org/zap/exp/zapslog.
+	Logger *slog.Logger
 
 	// rand returns a random int64 in [0, n) for the backoff; tests replace
 	// it. Nil means math/rand/v2's.
@@ -223,7 +226,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.ReadLimit = DefaultReadLimit
 	}
 	if o.Logger == nil {
-		o.Logger = zap.NewNop()
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.heartbeatUnit == 0 {
 		o.heartbeatUnit = time.Second
@@ -250,7 +253,7 @@ func (o Options) backoff() backoff.Policy {
 type Client struct {
 	url  string
 	opts Options
-	log  *zap.Logger
+	log  *slog.Logger
 
 	ctx    context.Context // cancelled by Close; bounds every goroutine below
 	cancel context.CancelFunc
@@ -294,7 +297,7 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 	c := &Client{
 		url:       url,
 		opts:      opts,
-		log:       opts.Logger.With(zap.String("url", url)),
+		log:       opts.Logger.With(slog.String("url", url)),
 		disp:      newDispatcher(),
 		connected: make(chan struct{}),
 		subs:      make(map[string]*Subscription),
@@ -452,7 +455,7 @@ func (c *Client) Refresh(ctx context.Context, token string) error {
 		c.mu.Lock()
 		c.reportLocked(&RetryError{Op: protocol.TypeRefresh, Attempt: failures, Delay: d, Err: err})
 		c.mu.Unlock()
-		c.log.Warn("client: refresh failed, retrying", zap.Int("attempt", failures), zap.Duration("delay", d), zap.Error(err))
+		c.log.Warn("client: refresh failed, retrying", slog.Int("attempt", failures), slog.Duration("delay", d), slog.Any("error", err))
 		if !c.sleep(d, ctx.Done(), c.done) {
 			if cerr := c.Err(); cerr != nil {
 				return cerr
@@ -559,7 +562,7 @@ func (c *Client) attach(cn *conn) bool {
 	}
 	close(c.connected)
 	c.setStatusLocked(StatusConnected)
-	c.log.Debug("client: connected", zap.String("session", cn.session), zap.String("node", cn.node))
+	c.log.Debug("client: connected", slog.String("session", cn.session), slog.String("node", cn.node))
 	return true
 }
 
@@ -586,7 +589,7 @@ func (c *Client) dropped(cn *conn, ce *CloseError) bool {
 	if c.err != nil {
 		return false
 	}
-	c.log.Info("client: connection lost", zap.Int("code", ce.Code), zap.String("reason", ce.Reason))
+	c.log.Info("client: connection lost", slog.Int("code", ce.Code), slog.String("reason", ce.Reason))
 	if fn := c.opts.OnDisconnect; fn != nil {
 		code, reason := ce.Code, ce.Reason
 		c.disp.push(func() { fn(code, reason) }, true)

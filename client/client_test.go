@@ -1,13 +1,16 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -521,4 +524,40 @@ func TestCloseStopsGoroutines(t *testing.T) {
 		stacks := string(buf[:runtime.Stack(buf, true)])
 		return !strings.Contains(stacks, "updraft/client.(*")
 	}, "client goroutines still running after Close")
+}
+
+// syncBuffer is a bytes.Buffer safe for the client's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestLoggerReceivesDiagnostics(t *testing.T) {
+	t.Parallel()
+	s := newScriptServer(t)
+	var out syncBuffer
+	log := slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c, _ := dial(t, s, Options{Logger: log})
+	defer c.Close()
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		return strings.Contains(out.String(), `"msg":"client: connected"`)
+	}, "no connected record in the log")
+	line := out.String()
+	for _, want := range []string{`"url":"` + s.url + `"`, `"session":"s_1"`, `"node":"node-1"`} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log %s lacks %s", line, want)
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,7 +17,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
-	"go.uber.org/zap"
 
 	"github.com/updraft/updraft/protocol"
 )
@@ -263,7 +263,7 @@ func (cn *conn) writeLoop() {
 				msgs = msgs[1:]
 			}
 			if err := cn.write(frame); err != nil {
-				cn.c.log.Debug("client: write failed", zap.Error(err))
+				cn.c.log.Debug("client: write failed", slog.Any("error", err))
 				_ = cn.ws.CloseNow() // the reader reports the end
 				return
 			}
@@ -350,7 +350,7 @@ type inbound struct {
 func (cn *conn) handle(line []byte) {
 	var m inbound
 	if err := json.Unmarshal(line, &m); err != nil {
-		cn.c.log.Warn("client: unreadable message from server", zap.Error(err), zap.ByteString("message", truncate(line, 200)))
+		cn.c.log.Warn("client: unreadable message from server", slog.Any("error", err), slog.String("message", string(truncate(line, 200))))
 		return
 	}
 	switch m.Type {
@@ -360,7 +360,7 @@ func (cn *conn) handle(line []byte) {
 		delete(cn.pending, m.Ref)
 		cn.mu.Unlock()
 		if fn == nil {
-			cn.c.log.Debug("client: reply to no pending request", zap.String("ref", m.Ref))
+			cn.c.log.Debug("client: reply to no pending request", slog.String("ref", m.Ref))
 			return
 		}
 		r := &protocol.Reply{Type: m.Type, Ref: m.Ref, OK: m.OK, Data: m.Data, Error: m.Error}
@@ -379,12 +379,12 @@ func (cn *conn) handle(line []byte) {
 		cn.mu.Lock()
 		cn.disconnect = &protocol.Disconnect{Type: m.Type, Code: m.Code, Reason: m.Reason}
 		cn.mu.Unlock()
-		cn.c.log.Info("client: server disconnects", zap.Int("code", m.Code), zap.String("reason", m.Reason))
+		cn.c.log.Info("client: server disconnects", slog.Int("code", m.Code), slog.String("reason", m.Reason))
 		// The close frame should follow at once; do not wait for it forever.
 		time.AfterFunc(disconnectGrace, func() { _ = cn.ws.CloseNow() })
 	default:
 		// Types of later versions.
-		cn.c.log.Debug("client: message ignored", zap.String("type", m.Type))
+		cn.c.log.Debug("client: message ignored", slog.String("type", m.Type))
 	}
 }
 
@@ -394,7 +394,7 @@ func (cn *conn) startWatchdog(limit time.Duration) {
 	check := func() {
 		idle := time.Since(time.Unix(0, cn.lastSeen.Load()))
 		if idle >= limit {
-			cn.c.log.Warn("client: server silent, dropping the connection", zap.Duration("silent", idle))
+			cn.c.log.Warn("client: server silent, dropping the connection", slog.Duration("silent", idle))
 			cn.silent.Store(true)
 			_ = cn.ws.CloseNow()
 			return

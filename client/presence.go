@@ -5,9 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
-
-	"go.uber.org/zap"
 
 	"github.com/updraft/updraft/protocol"
 )
@@ -257,13 +256,13 @@ func (c *Client) retrackOnce(cn *conn, s *Subscription) (done bool, err error) {
 		c.mu.Lock()
 		s.trackedOn = cn // the state cannot have changed: trackSem is held
 		c.mu.Unlock()
-		c.log.Debug("client: tracked again", zap.String("topic", s.topic))
+		c.log.Debug("client: tracked again", slog.String("topic", s.topic))
 		return false, nil
 	case errors.As(err, &lost) || c.ctx.Err() != nil:
 		return true, nil // the next connection tracks again, or the client closed
 	}
 	err = c.opError(req, err)
-	c.log.Warn("client: tracking again after a reconnect failed", zap.String("topic", s.topic), zap.Error(err))
+	c.log.Warn("client: tracking again after a reconnect failed", slog.String("topic", s.topic), slog.Any("error", err))
 	return false, err
 }
 
@@ -275,7 +274,7 @@ func (c *Client) presence(ev protocol.PresenceEvent) {
 	defer c.mu.Unlock()
 	s := c.subs[ev.Topic]
 	if s == nil || !s.cfg.presence {
-		c.log.Debug("client: presence message for a topic without presence ignored", zap.String("topic", ev.Topic), zap.String("event", ev.Event))
+		c.log.Debug("client: presence message for a topic without presence ignored", slog.String("topic", ev.Topic), slog.String("event", ev.Event))
 		return
 	}
 	s.members = applyPresence(s.members, ev)

@@ -3,9 +3,8 @@ package client
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/updraft/updraft/internal/backoff"
 	"github.com/updraft/updraft/protocol"
@@ -112,7 +111,7 @@ func (c *Client) run(cn *conn) {
 		}
 		r := reactTo(ce.Code, c.opts.TokenFunc != nil)
 		if r == reactStop {
-			c.log.Info("client: not reconnecting", zap.Int("code", ce.Code), zap.String("reason", ce.Reason))
+			c.log.Info("client: not reconnecting", slog.Int("code", ce.Code), slog.String("reason", ce.Reason))
 			c.stop(ce)
 			return
 		}
@@ -158,15 +157,15 @@ func (c *Client) reconnect(atOnce bool, cause error) *conn {
 		var ce *CloseError
 		switch {
 		case errors.As(err, &perr) && perr.Code == protocol.CodeUnauthorized && c.opts.TokenFunc == nil:
-			c.log.Warn("client: reconnect refused, no way to get a new token", zap.Error(err))
+			c.log.Warn("client: reconnect refused, no way to get a new token", slog.Any("error", err))
 			c.stop(err)
 			return nil
 		case errors.As(err, &ce) && reactTo(ce.Code, c.opts.TokenFunc != nil) == reactStop:
-			c.log.Warn("client: reconnect closed by the server", zap.Int("code", ce.Code), zap.String("reason", ce.Reason))
+			c.log.Warn("client: reconnect closed by the server", slog.Int("code", ce.Code), slog.String("reason", ce.Reason))
 			c.stop(ce)
 			return nil
 		}
-		c.log.Info("client: reconnect failed", zap.Int("attempt", attempt+1), zap.Error(err))
+		c.log.Info("client: reconnect failed", slog.Int("attempt", attempt+1), slog.Any("error", err))
 		cause = err
 	}
 }

@@ -5,10 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/updraft/updraft/protocol"
 )
@@ -336,8 +335,8 @@ func (c *Client) resubscribeFailedLocked(cn *conn, s *Subscription, err error) {
 	})
 	s.timer = tm // before the callback can read it: c.mu is held
 	rerr := &RetryError{Op: protocol.TypeSubscribe, Topic: s.topic, Attempt: s.failures, Delay: d, Err: err}
-	c.log.Warn("client: resubscribe failed, retrying", zap.String("topic", s.topic), zap.Int("attempt", s.failures),
-		zap.Duration("delay", d), zap.Error(err))
+	c.log.Warn("client: resubscribe failed, retrying", slog.String("topic", s.topic), slog.Int("attempt", s.failures),
+		slog.Duration("delay", d), slog.Any("error", err))
 	c.reportLocked(rerr)
 }
 
@@ -380,13 +379,13 @@ func (c *Client) subscribed(cn *conn, s *Subscription, gen uint64, replays bool,
 				c.disp.push(func() { fn(protocol.SubscribeResult{}, err) }, false)
 			}
 		}
-		c.log.Warn("client: subscription refused", zap.String("topic", s.topic), zap.Error(r.Error))
+		c.log.Warn("client: subscription refused", slog.String("topic", s.topic), slog.Any("error", r.Error))
 		return
 	}
 	s.failures = 0
 	var res protocol.SubscribeResult
 	if err := json.Unmarshal(r.Data, &res); err != nil {
-		c.log.Warn("client: bad subscribe reply data", zap.String("topic", s.topic), zap.Error(err))
+		c.log.Warn("client: bad subscribe reply data", slog.String("topic", s.topic), slog.Any("error", err))
 	}
 	s.result = res
 	if s.cfg.presence {
@@ -409,7 +408,7 @@ func (c *Client) subscribed(cn *conn, s *Subscription, gen uint64, replays bool,
 		}
 	}
 	if resub && replays && !res.Recovered {
-		c.log.Warn("client: resubscribed without recovering the missed events", zap.String("topic", s.topic))
+		c.log.Warn("client: resubscribed without recovering the missed events", slog.String("topic", s.topic))
 		c.reportLocked(fmt.Errorf("%w: %s resumes at %s/%d", ErrNotRecovered, s.topic, res.Epoch, res.Seq))
 	}
 	if resub && s.cfg.hasOnResub {
@@ -435,7 +434,7 @@ func (c *Client) event(ev protocol.Event) {
 		return // unsubscribed meanwhile
 	}
 	if ev.Epoch != "" && ev.Epoch == s.pos.Epoch && ev.Seq <= s.pos.Seq {
-		c.log.Debug("client: duplicate event dropped", zap.String("topic", ev.Topic), zap.Uint64("seq", ev.Seq))
+		c.log.Debug("client: duplicate event dropped", slog.String("topic", ev.Topic), slog.Uint64("seq", ev.Seq))
 		return
 	}
 	s.pos = ev.Position()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/updraft/updraft/broker"
+	"github.com/updraft/updraft/internal/strhash"
 	"github.com/updraft/updraft/protocol"
 )
 
@@ -129,15 +130,9 @@ func newHub() *hub {
 	return h
 }
 
-// shard picks a topic's shard by its FNV-1a hash, computed inline because
-// hash/fnv would allocate on every delivery.
+// shard picks a topic's shard by its FNV-1a hash (allocation-free).
 func (h *hub) shard(topic string) *hubShard {
-	x := uint32(2166136261)
-	for i := 0; i < len(topic); i++ {
-		x ^= uint32(topic[i])
-		x *= 16777619
-	}
-	return &h.shards[x%hubShards]
+	return &h.shards[strhash.FNV32a(topic)%hubShards]
 }
 
 func (h *hub) add(sub *subscription) {

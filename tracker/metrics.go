@@ -1,9 +1,6 @@
 package tracker
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-)
+import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the tracker's Prometheus metrics.
 type Metrics struct {
@@ -48,11 +45,4 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.leader, m.lag, m.batch, m.polls, m.changes, m.truncated, m.errors)
 	}
 	return m
-}
-
-// leaderValue reads the leader gauge (tests).
-func (m *Metrics) leaderValue() float64 {
-	var out dto.Metric
-	_ = m.leader.Write(&out)
-	return out.GetGauge().GetValue()
 }

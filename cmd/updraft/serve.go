@@ -32,7 +32,7 @@ type serveConfig struct {
 	Addr             string        `envconfig:"ADDR" default:":8080" desc:"listen address"`
 	NodeID           string        `envconfig:"NODE_ID" doc_default:"<hostname>-<pid>" desc:"this node's name in connect replies and logs"`
 	RedisURL         string        `envconfig:"REDIS_URL" desc:"{redis://[:password@]host:port/db}; empty runs embedded single-node mode on the in-memory broker"`
-	JWTSecret        string        `envconfig:"JWT_SECRET" desc:"HS256 secret that client tokens are signed with; empty refuses tokens; a token must carry {exp} ({make run UPDRAFT_JWT_SECRET=...} passes it on)"`
+	JWTSecret        string        `envconfig:"JWT_SECRET" desc:"HMAC secret that client tokens are signed with (HS256, HS384 or HS512); empty refuses tokens; a token must carry {exp} ({make run UPDRAFT_JWT_SECRET=...} passes it on)"`
 	AllowAnonymous   bool          `envconfig:"ALLOW_ANONYMOUS" default:"false" desc:"let a connect without token subscribe and publish to everything (development only); the gateway refuses to start with neither this nor a JWT secret"`
 	APIKey           string        `envconfig:"API_KEY" desc:"bearer key of the HTTP API ({/api/v1/emit}, ...); empty disables the API"`
 	AllowedOrigins   []string      `envconfig:"ALLOWED_ORIGINS" desc:"comma-separated browser origins allowed to open a WebSocket: {https://app.example.com}, {http://localhost:*} (any port), or {*} for any; empty allows no browser origin ({make run} sets the loopback names on any port); requests without Origin (non-browser clients) are always allowed; each refusal is logged (once per origin and minute)"`
