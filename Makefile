@@ -43,7 +43,7 @@ help:
 	@echo 'make db-down  stop the PostgreSQL make db started, by PID, and delete its data'
 	@echo 'make cross    check that updraft builds for linux, darwin and windows (CI runs it before make test)'
 	@echo 'make fmt      gofmt the tree'
-	@echo 'make lint     fail on unformatted files, go vet (and staticcheck if installed)'
+	@echo 'make lint     fail on unformatted files, an untidy go.mod, go vet (and staticcheck if installed)'
 	@echo 'make clean    remove bin/ and tmp/cluster/'
 
 # The version `updraft version` prints: git's description of the checkout,
