@@ -55,11 +55,26 @@ func Lines(frame []byte, fn func(line []byte)) {
 	}
 }
 
-var requestTypes = map[string]bool{
-	TypeConnect: true, TypeRefresh: true, TypePing: true,
-	TypeSubscribe: true, TypeUnsubscribe: true, TypePublish: true,
-	TypeTrack: true, TypeUntrack: true, TypeMembers: true, TypeHistory: true,
+// requestTypeList is the one list of client-to-server types: DecodeRequest
+// accepts exactly these, and the gateway's handler table has one entry per
+// type (its test walks RequestTypes).
+var requestTypeList = [...]string{
+	TypeConnect, TypeRefresh, TypePing,
+	TypeSubscribe, TypeUnsubscribe, TypePublish,
+	TypeTrack, TypeUntrack, TypeMembers, TypeHistory,
 }
+
+var requestTypes = func() map[string]bool {
+	m := make(map[string]bool, len(requestTypeList))
+	for _, t := range requestTypeList {
+		m[t] = true
+	}
+	return m
+}()
+
+// RequestTypes returns the request types DecodeRequest accepts, in a fresh
+// slice. A server must answer every one of them.
+func RequestTypes() []string { return append([]string(nil), requestTypeList[:]...) }
 
 // DecodeRequest parses one client message. It checks the envelope (a JSON
 // object with a known type and a non-empty ref), not the fields of the type.

@@ -161,3 +161,21 @@ func FuzzDecodeRequest(f *testing.F) {
 		})
 	})
 }
+
+// TestRequestTypesDecode: every type RequestTypes lists is accepted, so the
+// list a server checks its handlers against is the decoder's own.
+func TestRequestTypesDecode(t *testing.T) {
+	types := RequestTypes()
+	if len(types) == 0 {
+		t.Fatal("no request types")
+	}
+	for _, typ := range types {
+		if _, err := DecodeRequest([]byte(`{"type":"` + typ + `","ref":"1"}`)); err != nil {
+			t.Errorf("%s: %v", typ, err)
+		}
+	}
+	types[0] = "changed"
+	if RequestTypes()[0] == "changed" {
+		t.Error("RequestTypes returned the list itself, not a copy")
+	}
+}
