@@ -99,6 +99,55 @@ func DecodeRequest(line []byte) (Request, error) {
 	return r, nil
 }
 
+// MessageType returns the type of one message, so that a reader can decode
+// it into its own struct (Reply, Event, PresenceEvent, Disconnect, Request).
+// Every message this package encodes starts with its type, which is read
+// without a JSON pass and, for the types above, without allocating; any
+// other message is read as JSON. ErrMalformed for a line that is not a
+// JSON object, ErrMissingType for one without a type.
+func MessageType(line []byte) (string, error) {
+	const prefix = `{"type":"`
+	if bytes.HasPrefix(line, []byte(prefix)) {
+		rest := line[len(prefix):]
+		if i := bytes.IndexByte(rest, '"'); i > 0 && bytes.IndexByte(rest[:i], '\\') < 0 {
+			if t, ok := knownType(rest[:i]); ok {
+				return t, nil
+			}
+		}
+	}
+	var env struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(line, &env); err != nil {
+		return "", &DecodeError{Err: ErrMalformed, Detail: jsonDetail(err)}
+	}
+	if env.Type == "" {
+		return "", &DecodeError{Err: ErrMissingType, Detail: "every message needs a type"}
+	}
+	return env.Type, nil
+}
+
+// knownType returns the constant equal to b, so a known type costs no
+// allocation.
+func knownType(b []byte) (string, bool) {
+	switch string(b) {
+	case TypeReply:
+		return TypeReply, true
+	case TypeEvent:
+		return TypeEvent, true
+	case TypePresence:
+		return TypePresence, true
+	case TypeDisconnect:
+		return TypeDisconnect, true
+	}
+	for _, t := range requestTypeList {
+		if t == string(b) {
+			return t, true
+		}
+	}
+	return "", false
+}
+
 // salvageRef reads the ref of a message DecodeRequest refuses, so that the
 // client can match the error to its request; "" when there is none, or
 // when it was not UTF-8 (encoding/json replaced bytes: not what the client
