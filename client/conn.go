@@ -321,71 +321,67 @@ func (cn *conn) readLoop() {
 	}
 }
 
-// inbound is any server-to-client message; each type uses some fields.
-type inbound struct {
-	Type string `json:"type"`
-	// reply
-	Ref   string          `json:"ref"`
-	OK    bool            `json:"ok"`
-	Error *protocol.Error `json:"error"`
-	// event (and data of a reply)
-	Topic string          `json:"topic"`
-	Event string          `json:"event"`
-	Epoch string          `json:"epoch"`
-	Seq   uint64          `json:"seq"`
-	TS    int64           `json:"ts"`
-	From  string          `json:"from"`
-	Data  json.RawMessage `json:"data"`
-	Old   json.RawMessage `json:"old"`
-	Trunc bool            `json:"truncated"`
-	// presence (with Topic, and Event for join, update or leave)
-	Member protocol.Member `json:"member"`
-	// disconnect
-	Code   int    `json:"code"`
-	Reason string `json:"reason"`
-}
-
-// handle acts on one message from the server. A message it cannot read is
-// logged and skipped.
+// handle acts on one message from the server, decoded into its protocol
+// type. A message it cannot read is logged and skipped.
 func (cn *conn) handle(line []byte) {
-	var m inbound
-	if err := json.Unmarshal(line, &m); err != nil {
-		cn.c.log.Warn("client: unreadable message from server", slog.Any("error", err), slog.String("message", string(truncate(line, 200))))
+	typ, err := protocol.MessageType(line)
+	if err != nil && !errors.Is(err, protocol.ErrMissingType) {
+		cn.unreadable(line, err)
 		return
 	}
-	switch m.Type {
+	switch typ {
 	case protocol.TypeReply:
-		cn.mu.Lock()
-		fn := cn.pending[m.Ref]
-		delete(cn.pending, m.Ref)
-		cn.mu.Unlock()
-		if fn == nil {
-			cn.c.log.Debug("client: reply to no pending request", slog.String("ref", m.Ref))
+		var r protocol.Reply
+		if err := json.Unmarshal(line, &r); err != nil {
+			cn.unreadable(line, err)
 			return
 		}
-		r := &protocol.Reply{Type: m.Type, Ref: m.Ref, OK: m.OK, Data: m.Data, Error: m.Error}
+		cn.mu.Lock()
+		fn := cn.pending[r.Ref]
+		delete(cn.pending, r.Ref)
+		cn.mu.Unlock()
+		if fn == nil {
+			cn.c.log.Debug("client: reply to no pending request", slog.String("ref", r.Ref))
+			return
+		}
 		if !r.OK && r.Error == nil {
 			r.Error = &protocol.Error{Code: protocol.CodeInternal, Message: "failed reply without an error"}
 		}
-		fn(r, nil)
+		fn(&r, nil)
 	case protocol.TypeEvent:
-		cn.c.event(protocol.Event{
-			Type: m.Type, Topic: m.Topic, Event: m.Event, Epoch: m.Epoch, Seq: m.Seq,
-			TS: m.TS, From: m.From, Data: m.Data, Old: m.Old, Truncated: m.Trunc,
-		})
+		var ev protocol.Event
+		if err := json.Unmarshal(line, &ev); err != nil {
+			cn.unreadable(line, err)
+			return
+		}
+		cn.c.event(ev)
 	case protocol.TypePresence:
-		cn.c.presence(protocol.PresenceEvent{Type: m.Type, Topic: m.Topic, Event: m.Event, Member: m.Member})
+		var ev protocol.PresenceEvent
+		if err := json.Unmarshal(line, &ev); err != nil {
+			cn.unreadable(line, err)
+			return
+		}
+		cn.c.presence(ev)
 	case protocol.TypeDisconnect:
+		var d protocol.Disconnect
+		if err := json.Unmarshal(line, &d); err != nil {
+			cn.unreadable(line, err)
+			return
+		}
 		cn.mu.Lock()
-		cn.disconnect = &protocol.Disconnect{Type: m.Type, Code: m.Code, Reason: m.Reason}
+		cn.disconnect = &d
 		cn.mu.Unlock()
-		cn.c.log.Info("client: server disconnects", slog.Int("code", m.Code), slog.String("reason", m.Reason))
+		cn.c.log.Info("client: server disconnects", slog.Int("code", d.Code), slog.String("reason", d.Reason))
 		// The close frame should follow at once; do not wait for it forever.
 		time.AfterFunc(disconnectGrace, func() { _ = cn.ws.CloseNow() })
 	default:
 		// Types of later versions.
-		cn.c.log.Debug("client: message ignored", slog.String("type", m.Type))
+		cn.c.log.Debug("client: message ignored", slog.String("type", typ))
 	}
+}
+
+func (cn *conn) unreadable(line []byte, err error) {
+	cn.c.log.Warn("client: unreadable message from server", slog.Any("error", err), slog.String("message", string(truncate(line, 200))))
 }
 
 // startWatchdog drops the connection when nothing (no frame, no ping) came

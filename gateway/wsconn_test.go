@@ -76,7 +76,7 @@ func TestLibraryControlFramesAreWholeAndLocked(t *testing.T) {
 	recs := make(chan *recordingConn, 1)
 	done := make(chan error, 1)
 	clientPinged := make(chan struct{}) // the server closes only after the client's pings
-	reason := strings.Repeat("r", 123) // a close frame of 125 bytes: the largest
+	reason := strings.Repeat("r", 123)  // a close frame of 125 bytes: the largest
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sess := &session{}
 		conn, err := websocket.Accept(smallBuffers{recordingHijacker{w, sess, recs}, sess}, r,

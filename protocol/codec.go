@@ -55,11 +55,26 @@ func Lines(frame []byte, fn func(line []byte)) {
 	}
 }
 
-var requestTypes = map[string]bool{
-	TypeConnect: true, TypeRefresh: true, TypePing: true,
-	TypeSubscribe: true, TypeUnsubscribe: true, TypePublish: true,
-	TypeTrack: true, TypeUntrack: true, TypeMembers: true, TypeHistory: true,
+// requestTypeList is the one list of client-to-server types: DecodeRequest
+// accepts exactly these, and the gateway's handler table has one entry per
+// type (its test walks RequestTypes).
+var requestTypeList = [...]string{
+	TypeConnect, TypeRefresh, TypePing,
+	TypeSubscribe, TypeUnsubscribe, TypePublish,
+	TypeTrack, TypeUntrack, TypeMembers, TypeHistory,
 }
+
+var requestTypes = func() map[string]bool {
+	m := make(map[string]bool, len(requestTypeList))
+	for _, t := range requestTypeList {
+		m[t] = true
+	}
+	return m
+}()
+
+// RequestTypes returns the request types DecodeRequest accepts, in a fresh
+// slice. A server must answer every one of them.
+func RequestTypes() []string { return append([]string(nil), requestTypeList[:]...) }
 
 // DecodeRequest parses one client message. It checks the envelope (a JSON
 // object with a known type and a non-empty ref), not the fields of the type.
@@ -82,6 +97,55 @@ func DecodeRequest(line []byte) (Request, error) {
 		return r, &DecodeError{Err: ErrMalformed, Detail: "ref longer than 64 bytes"}
 	}
 	return r, nil
+}
+
+// MessageType returns the type of one message, so that a reader can decode
+// it into its own struct (Reply, Event, PresenceEvent, Disconnect, Request).
+// Every message this package encodes starts with its type, which is read
+// without a JSON pass and, for the types above, without allocating; any
+// other message is read as JSON. ErrMalformed for a line that is not a
+// JSON object, ErrMissingType for one without a type.
+func MessageType(line []byte) (string, error) {
+	const prefix = `{"type":"`
+	if bytes.HasPrefix(line, []byte(prefix)) {
+		rest := line[len(prefix):]
+		if i := bytes.IndexByte(rest, '"'); i > 0 && bytes.IndexByte(rest[:i], '\\') < 0 {
+			if t, ok := knownType(rest[:i]); ok {
+				return t, nil
+			}
+		}
+	}
+	var env struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(line, &env); err != nil {
+		return "", &DecodeError{Err: ErrMalformed, Detail: jsonDetail(err)}
+	}
+	if env.Type == "" {
+		return "", &DecodeError{Err: ErrMissingType, Detail: "every message needs a type"}
+	}
+	return env.Type, nil
+}
+
+// knownType returns the constant equal to b, so a known type costs no
+// allocation.
+func knownType(b []byte) (string, bool) {
+	switch string(b) {
+	case TypeReply:
+		return TypeReply, true
+	case TypeEvent:
+		return TypeEvent, true
+	case TypePresence:
+		return TypePresence, true
+	case TypeDisconnect:
+		return TypeDisconnect, true
+	}
+	for _, t := range requestTypeList {
+		if t == string(b) {
+			return t, true
+		}
+	}
+	return "", false
 }
 
 // salvageRef reads the ref of a message DecodeRequest refuses, so that the

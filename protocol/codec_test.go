@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -147,6 +148,14 @@ func FuzzDecodeRequest(f *testing.F) {
 			if req.Type == "" || req.Ref == "" {
 				t.Fatalf("accepted request without type or ref: %q", line)
 			}
+			// MessageType's shortcut agrees with the JSON reading (a
+			// repeated or escaped "type" key is JSON's last-wins, not
+			// something a sender of ours writes).
+			if bytes.Count(line, []byte(`"type"`)) == 1 && bytes.IndexByte(line, '\\') < 0 {
+				if typ, err := MessageType(line); err != nil || typ != req.Type {
+					t.Fatalf("MessageType(%q) = %q, %v; DecodeRequest read %q", line, typ, err, req.Type)
+				}
+			}
 			enc, err := json.Marshal(&req)
 			if err != nil {
 				t.Fatalf("re-encoding accepted request: %v", err)
@@ -160,4 +169,52 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 		})
 	})
+}
+
+// TestRequestTypesDecode: every type RequestTypes lists is accepted, so the
+// list a server checks its handlers against is the decoder's own.
+func TestRequestTypesDecode(t *testing.T) {
+	types := RequestTypes()
+	if len(types) == 0 {
+		t.Fatal("no request types")
+	}
+	for _, typ := range types {
+		if _, err := DecodeRequest([]byte(`{"type":"` + typ + `","ref":"1"}`)); err != nil {
+			t.Errorf("%s: %v", typ, err)
+		}
+	}
+	types[0] = "changed"
+	if RequestTypes()[0] == "changed" {
+		t.Error("RequestTypes returned the list itself, not a copy")
+	}
+}
+
+func TestMessageType(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want string
+		err  error
+	}{
+		{`{"type":"event","topic":"a","event":"m","epoch":"e","seq":1,"ts":2}`, TypeEvent, nil},
+		{`{"type":"reply","ref":"1","ok":true}`, TypeReply, nil},
+		{`{"type":"presence","topic":"a","event":"join","member":{"key":"k","conn":"c","joined":1}}`, TypePresence, nil},
+		{`{"type":"disconnect","code":1012,"reason":"r","reconnect":true}`, TypeDisconnect, nil},
+		{`{"type":"ping","ref":"1"}`, TypePing, nil},
+		{`{"ref":"1","type":"reply","ok":true}`, TypeReply, nil}, // type not first
+		{`{"type":"later","x":1}`, "later", nil},                 // a later version's type
+		{`{"type":"ev\u0065nt"}`, TypeEvent, nil},                // escaped
+		{`{"type" : "event"}`, TypeEvent, nil},                   // spaced
+		{`{"ok":true}`, "", ErrMissingType},
+		{`{"type":`, "", ErrMalformed},
+		{`[]`, "", ErrMalformed},
+	} {
+		got, err := MessageType([]byte(tc.line))
+		if got != tc.want || !errors.Is(err, tc.err) {
+			t.Errorf("MessageType(%s) = %q, %v; want %q, %v", tc.line, got, err, tc.want, tc.err)
+		}
+	}
+	line := []byte(`{"type":"event","topic":"a"}`)
+	if n := testing.AllocsPerRun(100, func() { _, _ = MessageType(line) }); n != 0 {
+		t.Errorf("MessageType of an event allocates %v times, want 0", n)
+	}
 }

@@ -1,8 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"sync/atomic"
+
+	"github.com/updraft/updraft/protocol"
 )
 
 // Tally keeps what one receiver has received: how many of the run's
@@ -26,29 +27,20 @@ type Tally struct {
 	last       int64 // Unix nanoseconds of the last frame with an event of the run
 }
 
-// Frame takes one frame read at now (Unix nanoseconds): it counts and
-// times each event of the run in it, and hands every line that is not an
+// Frame takes one frame read at now (Unix nanoseconds): it splits it with
+// protocol.Lines, counts and times each event of the run in it, and hands every line that is not an
 // event (replies, disconnect) to other.
 func (t *Tally) Frame(frame []byte, now int64, other func(line []byte)) {
 	var n int64
-	for len(frame) > 0 {
-		var line []byte
-		if i := bytes.IndexByte(frame, '\n'); i >= 0 {
-			line, frame = frame[:i], frame[i+1:]
-		} else {
-			line, frame = frame, nil
-		}
-		if len(line) == 0 {
-			continue
-		}
+	protocol.Lines(frame, func(line []byte) {
 		if !IsEvent(line) {
 			other(line)
-			continue
+			return
 		}
 		seq, sent, ok := ParseEvent(line)
 		if !ok || sent < t.MinSent {
 			t.ignored.Add(1)
-			continue
+			return
 		}
 		if seq <= t.lastSeq {
 			t.outOfOrder++
@@ -59,7 +51,7 @@ func (t *Tally) Frame(frame []byte, now int64, other func(line []byte)) {
 		}
 		t.hist.Record(now - sent)
 		n++
-	}
+	})
 	if n > 0 {
 		t.last = now
 		t.delivered.Add(n)
