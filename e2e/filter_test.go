@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -42,18 +41,9 @@ func TestTableFilters(t *testing.T) {
 		"UPDRAFT_DATABASE_URL": pg.URL(), "UPDRAFT_TRACK_TABLES": "orders", "UPDRAFT_POLL_INTERVAL": "50ms",
 		"UPDRAFT_ALLOW_ANONYMOUS": "false", "UPDRAFT_MAX_ROW": "2048",
 	}))
-	ctx := context.Background()
 	subscribe := func(tok, filter string, opts ...client.SubscribeOption) *rowCollector {
 		t.Helper()
-		c := dial(t, node.WSURL(), client.Options{Token: tok})
-		col := &rowCollector{}
-		if filter != "" {
-			opts = append(opts, client.WithFilter(filter))
-		}
-		if _, err := c.Subscribe(ctx, "orders", col.handle, opts...); err != nil {
-			t.Fatalf("subscribe with filter %q: %v", filter, err)
-		}
-		return col
+		return subscribeOrders(t, node.WSURL(), tok, filter, opts...)
 	}
 	all := subscribe(filterToken(t, "all", nil), "")
 	paid := subscribe(filterToken(t, "paid", nil), "status=eq.paid")

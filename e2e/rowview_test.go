@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -32,20 +31,11 @@ func TestFilteredViewMovingRows(t *testing.T) {
 		"UPDRAFT_DATABASE_URL": pg.URL(), "UPDRAFT_TRACK_TABLES": "orders", "UPDRAFT_POLL_INTERVAL": "50ms",
 		"UPDRAFT_ALLOW_ANONYMOUS": "false",
 	}))
-	ctx := context.Background()
 	seven := filterToken(t, "customer-7", map[string]string{"orders": "customer_id=eq.7"})
 	anyone := filterToken(t, "anyone", nil)
 	subscribe := func(tok, filter string, opts ...client.SubscribeOption) *rowCollector {
 		t.Helper()
-		c := dial(t, node.WSURL(), client.Options{Token: tok})
-		col := &rowCollector{}
-		if filter != "" {
-			opts = append(opts, client.WithFilter(filter))
-		}
-		if _, err := c.Subscribe(ctx, "orders", col.handle, opts...); err != nil {
-			t.Fatalf("subscribe with filter %q: %v", filter, err)
-		}
-		return col
+		return subscribeOrders(t, node.WSURL(), tok, filter, opts...)
 	}
 	all := subscribe(anyone, "")
 	forced := subscribe(seven, "")
@@ -158,19 +148,9 @@ func TestFilteredViewTruncated(t *testing.T) {
 		"UPDRAFT_DATABASE_URL": pg.URL(), "UPDRAFT_TRACK_TABLES": "orders", "UPDRAFT_POLL_INTERVAL": "50ms",
 		"UPDRAFT_ALLOW_ANONYMOUS": "false", "UPDRAFT_MAX_ROW": "1024",
 	}))
-	ctx := context.Background()
 	live := filterToken(t, "live", map[string]string{"orders": "archived_at=is.null"})
 	byKey := filterToken(t, "by-key", map[string]string{"orders": "id=gt.0"})
-	subscribe := func(tok string) *rowCollector {
-		t.Helper()
-		c := dial(t, node.WSURL(), client.Options{Token: tok})
-		col := &rowCollector{}
-		if _, err := c.Subscribe(ctx, "orders", col.handle); err != nil {
-			t.Fatal(err)
-		}
-		return col
-	}
-	unarchived, keyed := subscribe(live), subscribe(byKey)
+	unarchived, keyed := subscribeOrders(t, node.WSURL(), live, ""), subscribeOrders(t, node.WSURL(), byKey, "")
 	testenv.Eventually(t, 20*time.Second, func() bool {
 		if _, err := db.Exec(`INSERT INTO orders (note) VALUES ('warmup')`); err != nil {
 			t.Fatal(err)

@@ -34,6 +34,21 @@ func (c *rowCollector) snapshot() []protocol.Event {
 	return append([]protocol.Event(nil), c.events...)
 }
 
+// subscribeOrders connects to wsURL with tok and subscribes to the orders
+// table, with filter when it is not empty, collecting what arrives.
+func subscribeOrders(t *testing.T, wsURL, tok, filter string, opts ...client.SubscribeOption) *rowCollector {
+	t.Helper()
+	c := dial(t, wsURL, client.Options{Token: tok})
+	col := &rowCollector{}
+	if filter != "" {
+		opts = append(opts, client.WithFilter(filter))
+	}
+	if _, err := c.Subscribe(context.Background(), "orders", col.handle, opts...); err != nil {
+		t.Fatalf("subscribe to orders with filter %q: %v", filter, err)
+	}
+	return col
+}
+
 // col returns the compact JSON of a column of ev's data ("" when absent).
 func col(t *testing.T, ev protocol.Event, name string) string {
 	t.Helper()
