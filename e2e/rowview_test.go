@@ -118,18 +118,8 @@ func TestFilteredViewMovingRows(t *testing.T) {
 	expect("since, forced filter", subscribe(seven, "", since))
 	expect("since, own filter", subscribe(anyone, "customer_id=eq.7", since))
 
-	raw := dialRaw(t, node.WSURL(), nil)
-	raw.connect(seven)
-	rep := raw.replyTo("h", `{"type":"history","ref":"h","topic":"orders","limit":100}`)
-	if !rep.OK {
-		t.Fatalf("history: %+v", rep.Error)
-	}
-	var page protocol.HistoryResult
-	if err := json.Unmarshal(rep.Data, &page); err != nil {
-		t.Fatal(err)
-	}
 	var parts []string
-	for _, m := range page.Messages {
+	for _, m := range ordersHistory(t, node.WSURL(), seven) {
 		parts = append(parts, describe(m.Event, m.Data, m.Old))
 	}
 	check("history, forced filter", strings.Join(parts, " "))
@@ -191,18 +181,8 @@ func TestFilteredViewTruncated(t *testing.T) {
 	expect("id=gt.0, live", keyed, "INSERT:truncated UPDATE:truncated INSERT:end")
 
 	history := func(tok string) string {
-		raw := dialRaw(t, node.WSURL(), nil)
-		raw.connect(tok)
-		rep := raw.replyTo("h", `{"type":"history","ref":"h","topic":"orders","limit":100}`)
-		if !rep.OK {
-			t.Fatalf("history: %+v", rep.Error)
-		}
-		var page protocol.HistoryResult
-		if err := json.Unmarshal(rep.Data, &page); err != nil {
-			t.Fatal(err)
-		}
 		var evs []protocol.Event
-		for _, m := range page.Messages {
+		for _, m := range ordersHistory(t, node.WSURL(), tok) {
 			evs = append(evs, protocol.Event{Event: m.Event, Data: m.Data, Truncated: m.Truncated})
 		}
 		return summary(evs)

@@ -49,6 +49,23 @@ func subscribeOrders(t *testing.T, wsURL, tok, filter string, opts ...client.Sub
 	return col
 }
 
+// ordersHistory is the orders table's history as a connection with tok
+// reads it over the WebSocket (the newest 100 messages).
+func ordersHistory(t *testing.T, wsURL, tok string) []protocol.HistoryMessage {
+	t.Helper()
+	raw := dialRaw(t, wsURL, nil)
+	raw.connect(tok)
+	rep := raw.replyTo("h", `{"type":"history","ref":"h","topic":"orders","limit":100}`)
+	if !rep.OK {
+		t.Fatalf("history: %+v", rep.Error)
+	}
+	var page protocol.HistoryResult
+	if err := json.Unmarshal(rep.Data, &page); err != nil {
+		t.Fatal(err)
+	}
+	return page.Messages
+}
+
 // col returns the compact JSON of a column of ev's data ("" when absent).
 func col(t *testing.T, ev protocol.Event, name string) string {
 	t.Helper()

@@ -214,28 +214,30 @@ export class Node {
   }
 }
 
-/** Starts `updraft serve` on a free port with the test secrets and extra env, and waits for /readyz. */
-export async function startNode(redisUrl: string, extra: Record<string, string> = {}): Promise<Node> {
+/**
+ * Starts `updraft <command>` on a free loopback port with env (and PATH,
+ * HOME, the address, Redis and a warn log level), and waits until `probe`
+ * answers 200; a port taken meanwhile is retried on another.
+ */
+async function startUpdraft(command: string, probe: string, redisUrl: string, env: Record<string, string>): Promise<{ p: Proc; addr: string }> {
   const binary = updraftBinary();
   let last = '';
   for (let attempt = 0; attempt < 3; attempt++) {
     const addr = `127.0.0.1:${await freePort()}`;
-    const env: Record<string, string> = {
+    const full: Record<string, string> = {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '',
       UPDRAFT_ADDR: addr,
       UPDRAFT_REDIS_URL: redisUrl,
-      UPDRAFT_API_KEY: API_KEY,
-      UPDRAFT_JWT_SECRET: JWT_SECRET,
       UPDRAFT_LOG_LEVEL: 'warn',
-      ...extra,
+      ...env,
     };
-    const p = new Proc(binary, ['serve'], env, `updraft-${addr.replace(':', '-')}`);
+    const p = new Proc(binary, [command], full, `${command}-${addr.replace(':', '-')}`);
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline && !p.done) {
       try {
-        const r = await fetch(`http://${addr}/readyz`, { signal: AbortSignal.timeout(1000) });
-        if (r.status === 200) return new Node(p, addr);
+        const r = await fetch(`http://${addr}${probe}`, { signal: AbortSignal.timeout(1000) });
+        if (r.status === 200) return { p, addr };
       } catch {
         // not listening yet
       }
@@ -245,7 +247,13 @@ export async function startNode(redisUrl: string, extra: Record<string, string> 
     last = p.tail();
     if (!last.includes('address already in use')) break;
   }
-  throw new Error(`updraft serve did not become ready; last log lines:\n${last}`);
+  throw new Error(`updraft ${command} did not answer ${probe}; last log lines:\n${last}`);
+}
+
+/** Starts `updraft serve` on a free port with the test secrets and extra env, and waits for /readyz. */
+export async function startNode(redisUrl: string, extra: Record<string, string> = {}): Promise<Node> {
+  const { p, addr } = await startUpdraft('serve', '/readyz', redisUrl, { UPDRAFT_API_KEY: API_KEY, UPDRAFT_JWT_SECRET: JWT_SECRET, ...extra });
+  return new Node(p, addr);
 }
 
 /**
@@ -254,34 +262,7 @@ export async function startNode(redisUrl: string, extra: Record<string, string> 
  * waits for its /healthz: it runs, leading or standing by.
  */
 export async function startTracker(redisUrl: string, extra: Record<string, string>): Promise<Proc> {
-  const binary = updraftBinary();
-  let last = '';
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const addr = `127.0.0.1:${await freePort()}`;
-    const env: Record<string, string> = {
-      PATH: process.env.PATH ?? '',
-      HOME: process.env.HOME ?? '',
-      UPDRAFT_ADDR: addr,
-      UPDRAFT_REDIS_URL: redisUrl,
-      UPDRAFT_LOG_LEVEL: 'warn',
-      ...extra,
-    };
-    const p = new Proc(binary, ['tracker'], env, `tracker-${addr.replace(':', '-')}`);
-    const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline && !p.done) {
-      try {
-        const r = await fetch(`http://${addr}/healthz`, { signal: AbortSignal.timeout(1000) });
-        if (r.status === 200) return p;
-      } catch {
-        // not listening yet
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    await p.kill();
-    last = p.tail();
-    if (!last.includes('address already in use')) break;
-  }
-  throw new Error(`updraft tracker did not become healthy; last log lines:\n${last}`);
+  return (await startUpdraft('tracker', '/healthz', redisUrl, extra)).p;
 }
 
 /** Mints an HS256 JWT for the test secret; exp defaults to an hour from now. */
