@@ -343,11 +343,10 @@ func demoSite(cfg serveConfig, embedded bool) http.Handler {
 		dc.Mode = "embedded"
 	}
 	if !embedded || cfg.DatabaseURL != "" {
-		var tc struct {
-			Tables []string `envconfig:"TRACK_TABLES"`
-		}
-		_ = envconfig.Process("UPDRAFT", &tc) // a bad value stops the tracker's own start-up
-		dc.Tables = tc.Tables
+		// The tracker's own settings; a bad one stops the tracker's
+		// start-up (embedded) or the tracker process (cluster), not this.
+		tc, _ := loadTrackerConfig()
+		dc.Tables = tc.TrackTables
 	}
 	return demo.Handler(dc)
 }
